@@ -1,0 +1,1 @@
+"""Detectors, one per file, behind the seam in :mod:`agent.detect.base`."""
