@@ -1,0 +1,31 @@
+"""Builds the configured detector, with its per-test false-alarm budget.
+
+The operator sets one number: ``detection.audits_between_false_alarms`` (γ) for the whole
+deployment. Each of the P = proxies × audits pairs is tested on the whole stream and per segment.
+Every audited output is one observation of the whole-stream test of each pair and of exactly one
+segment test of each pair, so if every test has ARL₀ (in its own observations) the expected false
+alarms per audit are P·(1/ARL₀ + 1/ARL₀). Setting ARL₀ = 2·P·γ keeps the total at 1/γ however many
+segments there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.config import Config
+from agent.detect.base import Detector
+from agent.detect.placeholder import PlaceholderDetector
+
+
+def per_test_arl(config: Config) -> float:
+    return 2.0 * config.pair_count * config.detection.audits_between_false_alarms
+
+
+def detector_factory(config: Config) -> Callable[[], Detector]:
+    settings = config.detection
+    if settings.detector == "placeholder":
+        return lambda: PlaceholderDetector(reference_size=settings.reference_pairs)
+    from agent.detect.decoupling import DecouplingDetector
+
+    arl0 = per_test_arl(config)
+    return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs)

@@ -1,0 +1,193 @@
+"""A prometheus_client Collector that builds every series from current state at scrape time.
+
+Nothing carries over between scrapes: values come from the pipeline's counters (mirrored from the
+store, so they survive restarts), its last detect snapshot and the components' health checks. Each
+block catches its own errors, so one broken part never fails the whole scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.detect.base import STATE_CODES
+from agent.pipeline import Pipeline
+from agent.records import REJECT_REASONS
+
+log = logging.getLogger(__name__)
+
+PAIR_LABELS = ["proxy", "audit", "segment"]
+HealthCheck = Callable[[], bool]
+
+
+def _num(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+class AgentCollector(Collector):
+    """Collects the agent's series; ``components`` maps a component name to its health check."""
+
+    def __init__(self, pipeline: Pipeline, components: dict[str, HealthCheck] | None = None,
+                 extra: list[Callable[[], Iterator[Metric]]] | None = None) -> None:
+        self.pipeline = pipeline
+        self.components = components if components is not None else {}
+        self.extra = extra if extra is not None else []
+
+    def collect(self) -> Iterator[Metric]:
+        for block in (self._build, self._records, self._health, self._detectors, self._pairs,
+                      self._means, self._jobs, self._store, *self.extra):
+            try:
+                yield from block()
+            except Exception:  # a scrape never fails as a whole
+                log.exception("collector block failed", extra={"fields": {"block": block.__name__}})
+
+    def _build(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("goodhart_build", "Agent version.", labels=["version"])
+        info.add_metric([__version__], {})
+        # InfoMetricFamily names its sample goodhart_build_info with value 1, as the CONTRACT fixes.
+        yield info
+
+    def _records(self) -> Iterator[Metric]:
+        p = self.pipeline
+        total = CounterMetricFamily("goodhart_records", "Records received, by source.", labels=["source"])
+        rejected = CounterMetricFamily("goodhart_records_rejected", "Records rejected, by reason.",
+                                       labels=["reason"])
+        seen_reasons = set()
+        for (name, labels), value in sorted(p.counters.items()):
+            d = dict(labels)
+            if name == "records_total":
+                total.add_metric([d.get("source", "")], value)
+            elif name == "records_rejected_total":
+                seen_reasons.add(d.get("reason", ""))
+                rejected.add_metric([d.get("reason", "")], value)
+        for reason in REJECT_REASONS:
+            if reason not in seen_reasons:
+                rejected.add_metric([reason], 0.0)
+        yield total
+        yield rejected
+        joined = CounterMetricFamily("goodhart_labels_joined", "Late labels joined to their outputs.")
+        joined.add_metric([], p.counter("labels_joined_total"))
+        yield joined
+        expired = CounterMetricFamily("goodhart_labels_expired",
+                                      "Outputs that never got a label, and labels that never found their output,"
+                                      " dropped after the TTL.", labels=["kind"])
+        for kind in ("output", "label"):
+            expired.add_metric([kind], p.counter("labels_expired_total", kind=kind))
+        yield expired
+        last = GaugeMetricFamily("goodhart_last_record_timestamp_seconds",
+                                 "Time of the newest accepted record, by source.", labels=["source"])
+        for source, ts in sorted(p.last_record_ts.items()):
+            last.add_metric([source], ts)
+        yield last
+
+    def _health(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("goodhart_up", "1 when a component is reachable, else 0.", labels=["component"])
+        for name, check in sorted(self.components.items()):
+            try:
+                ok = bool(check())
+            except Exception:
+                ok = False
+            up.add_metric([name], 1.0 if ok else 0.0)
+        yield up
+
+    def _detectors(self) -> Iterator[Metric]:
+        snap = self.pipeline.snapshot
+
+        def family(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=PAIR_LABELS)
+
+        alarm = family("goodhart_divergence_alarm", "1 while the pair is in alarm, else 0.")
+        state = family("goodhart_detector_state", "Detector state: 0 ok, 1 warn, 2 alarm.")
+        statistic = family("goodhart_detector_statistic", "The decision statistic.")
+        threshold = family("goodhart_detector_threshold", "The alarm threshold of the decision statistic.")
+        warn = family("goodhart_detector_warn_threshold", "The warn threshold of the decision statistic.")
+        gap = family("goodhart_divergence_gap",
+                     "Audit the reference predicts from the proxy minus audit observed, audit units.")
+        gap_lo = family("goodhart_divergence_gap_lower", "Lower end of the gap's 95% interval.")
+        gap_hi = family("goodhart_divergence_gap_upper", "Upper end of the gap's 95% interval.")
+        samples = family("goodhart_detector_samples", "Audited pairs the detector's verdict used.")
+        since = family("goodhart_divergence_since_timestamp_seconds",
+                       "When the current non-ok state began; 0 while ok.")
+        corr = GaugeMetricFamily("goodhart_rank_correlation", "Rank correlation of proxy and audit.",
+                                 labels=[*PAIR_LABELS, "period"])
+        for key, verdict in sorted(snap.verdicts.items()):
+            labels = list(key)
+            code = STATE_CODES.get(verdict.state, 1)
+            alarm.add_metric(labels, 1.0 if verdict.state == "alarm" else 0.0)
+            state.add_metric(labels, float(code))
+            statistic.add_metric(labels, _num(verdict.statistic))
+            threshold.add_metric(labels, _num(verdict.threshold))
+            d = verdict.details
+            warn.add_metric(labels, _num(d.get("warn_threshold")))
+            gap.add_metric(labels, _num(d.get("gap")))
+            gap_lo.add_metric(labels, _num(d.get("gap_lower")))
+            gap_hi.add_metric(labels, _num(d.get("gap_upper")))
+            samples.add_metric(labels, _num(d.get("samples", 0)))
+            started = snap.since.get(key)
+            since.add_metric(labels, float(started) if verdict.state != "ok" and started else 0.0)
+            for period in ("reference", "window"):
+                value = d.get(f"rank_corr_{period}")
+                if value is not None:
+                    corr.add_metric([*labels, period], _num(value))
+        yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, since, corr)
+
+        families: dict[str, CounterMetricFamily] = {}
+        for key, sums in sorted(snap.sufficient.items()):
+            for stat, value in sorted(sums.items()):
+                fam = families.get(stat)
+                if fam is None:
+                    fam = families[stat] = CounterMetricFamily(
+                        f"goodhart_pair_{stat}", f"Per-pair sufficient statistic '{stat}' for pooling replicas.",
+                        labels=PAIR_LABELS)
+                fam.add_metric(list(key), float(value))
+        yield from families.values()
+
+    def _pairs(self) -> Iterator[Metric]:
+        snap = self.pipeline.snapshot
+        pairs = GaugeMetricFamily("goodhart_audited_pairs", "Audited pairs held in the store.", labels=PAIR_LABELS)
+        keys = set(snap.pair_counts) | {k for k in snap.verdicts if k[2] == "*"}
+        for key in sorted(keys):
+            pairs.add_metric(list(key), float(snap.pair_counts.get(key, 0)))
+        yield pairs
+        pending = GaugeMetricFamily("goodhart_pending_outputs", "Outputs waiting for their labels.")
+        pending.add_metric([], float(snap.pending_outputs))
+        yield pending
+        labels = GaugeMetricFamily("goodhart_pending_labels", "Labels that arrived before their outputs, waiting.")
+        labels.add_metric([], float(snap.pending_labels))
+        yield labels
+
+    def _means(self) -> Iterator[Metric]:
+        proxy = GaugeMetricFamily("goodhart_proxy_mean", "Window mean of a proxy, in its own units.",
+                                  labels=["proxy", "segment"])
+        audit = GaugeMetricFamily("goodhart_audit_mean", "Window mean of an audit, in its own units.",
+                                  labels=["audit", "segment"])
+        for (kind, name, segment), value in sorted(self.pipeline.snapshot.means.items()):
+            (proxy if kind == "proxy" else audit).add_metric([name, segment], value)
+        yield proxy
+        yield audit
+
+    def _jobs(self) -> Iterator[Metric]:
+        last = GaugeMetricFamily("goodhart_job_last_duration_seconds", "Duration of the job's last run.",
+                                 labels=["job"])
+        runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["job"])
+        errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["job"])
+        for name, stats in sorted(self.pipeline.jobs.items()):
+            last.add_metric([name], stats.last_duration)
+            runs.add_metric([name], float(stats.runs))
+            errors.add_metric([name], float(stats.errors))
+        yield from (last, runs, errors)
+
+    def _store(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily("goodhart_store_size_bytes", "Size of the SQLite database file.")
+        size.add_metric([], float(self.pipeline.store.size_bytes()))
+        yield size

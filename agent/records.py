@@ -1,0 +1,159 @@
+"""One record: decode, validate, and pull out its id, time, segment, proxies and audits.
+
+A record is one JSON object (a line of a JSONL file, or an item of a pushed array). Which fields
+hold proxies, audits and the segment is set by dotted paths in the config. Anything wrong with a
+record becomes a :class:`Rejection` carrying a reason from :data:`REJECT_REASONS`; the caller
+counts it and moves on, so one bad line never stops a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agent.config import Config
+
+MAX_ID_LENGTH = 256
+MAX_SEGMENT_LENGTH = 128
+
+#: Every reason a record can be rejected for; the exporter pre-declares them all at zero.
+REJECT_REASONS: tuple[str, ...] = (
+    "not_json",       # not decodable as UTF-8 JSON
+    "not_object",     # JSON, but not an object
+    "too_large",      # above limits.max_record_bytes
+    "no_id",          # id missing or empty
+    "bad_id",         # id not a string, or longer than 256 characters
+    "bad_timestamp",  # ts neither epoch seconds nor RFC 3339
+    "bad_metric",     # a proxy or audit value that is not a finite number
+    "bad_segment",    # segment value not a string or number, or too long
+    "no_metrics",     # neither a proxy nor an audit value present
+    "duplicate",      # an output with an id already seen (harmless re-delivery)
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated record. ``ts`` is None when the record carried none (the caller uses now)."""
+
+    id: str
+    ts: float | None
+    segment: str | None
+    proxies: dict[str, float]
+    audits: dict[str, float]
+    body: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def is_output(self) -> bool:
+        """An output carries proxies; a record with only audits is a (late) label."""
+        return bool(self.proxies)
+
+
+def get_path(obj: Any, dotted: str) -> Any:
+    """Follow ``a.b.c`` through nested objects; None when any step is missing."""
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def parse_timestamp(value: Any) -> float:
+    """Epoch seconds or an RFC 3339 string to epoch seconds; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("boolean is not a timestamp")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            raise ValueError("RFC 3339 timestamps need a UTC offset")
+        ts = parsed.timestamp()
+    else:
+        raise ValueError("timestamp must be a number or a string")
+    if not math.isfinite(ts) or ts < 0:
+        raise ValueError("timestamp out of range")
+    return ts
+
+
+def _metric(value: Any) -> float | None:
+    """A metric value as float; None when absent; ValueError when not a finite number."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    raise ValueError("not a finite number")
+
+
+class RecordParser:
+    """Turns raw bytes or decoded objects into :class:`Record` or :class:`Rejection`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_bytes = config.limits.max_record_bytes
+        self._proxies = [(p.name, p.field) for p in config.proxies]
+        self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
+        self._segment_field = config.segments.field if config.segments else None
+
+    def parse_line(self, line: bytes | str) -> Record | Rejection:
+        raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+        if len(raw) > self.max_bytes:
+            return Rejection("too_large", f"{len(raw)} bytes")
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return Rejection("not_json")
+        return self.parse_object(obj)
+
+    def parse_object(self, obj: Any) -> Record | Rejection:
+        if not isinstance(obj, dict):
+            return Rejection("not_object")
+        rid = get_path(obj, self.config.id_field)
+        if rid is None or rid == "":
+            return Rejection("no_id")
+        if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH:
+            return Rejection("bad_id")
+        ts_value = get_path(obj, self.config.ts_field)
+        ts: float | None = None
+        if ts_value is not None:
+            try:
+                ts = parse_timestamp(ts_value)
+            except (ValueError, OverflowError) as err:
+                return Rejection("bad_timestamp", str(err))
+        segment = None
+        if self._segment_field is not None:
+            seg_value = get_path(obj, self._segment_field)
+            if seg_value is not None:
+                if isinstance(seg_value, bool) or not isinstance(seg_value, str | int | float):
+                    return Rejection("bad_segment")
+                segment = str(seg_value)
+                if not segment or len(segment) > MAX_SEGMENT_LENGTH:
+                    return Rejection("bad_segment")
+        proxies: dict[str, float] = {}
+        audits: dict[str, float] = {}
+        for target, fields in ((proxies, self._proxies), (audits, self._audits)):
+            for name, path in fields:
+                try:
+                    value = _metric(get_path(obj, path))
+                except ValueError:
+                    return Rejection("bad_metric", name)
+                if value is not None:
+                    target[name] = value
+        if not proxies and not audits:
+            return Rejection("no_metrics")
+        return Record(rid, ts, segment, proxies, audits, obj)

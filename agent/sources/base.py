@@ -1,0 +1,40 @@
+"""The source contract: read a batch, let the pipeline persist it, then commit the checkpoint.
+
+A source never advances past data that is not yet stored: :meth:`Source.read` returns the items
+and the checkpoint *after* them; the pipeline writes the records and the checkpoint in one store
+transaction and only then calls :meth:`Source.commit`. A crash in between re-reads the batch,
+which the store's join by id makes harmless.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Batch:
+    items: list[bytes | dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+    too_large: int = 0  # items the source had to drop for size before decoding them
+
+
+class Source(ABC):
+    #: value of the ``source`` label on ``goodhart_records_total``
+    name: str = "source"
+
+    @abstractmethod
+    def read(self, max_items: int) -> Batch:
+        """Up to ``max_items`` new items; an empty batch when nothing is new."""
+
+    def commit(self, checkpoint: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook
+        """The batch that ended at ``checkpoint`` is stored."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and sockets."""
+
+    @property
+    def up(self) -> bool:
+        """Whether the source is reachable right now (``goodhart_up{component="source"}``)."""
+        return True
