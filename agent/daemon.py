@@ -11,11 +11,12 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from agent import __version__
 from agent.clock import WallClock
@@ -58,7 +59,7 @@ class Agent:
         self.registry = CollectorRegistry(auto_describe=True)
         self.components: dict[str, Callable[[], bool]] = {"source": lambda: self.source.up,
                                                           "store": lambda: self.store.is_open}
-        self.registry.register(AgentCollector(self.pipeline, self.components))
+        self.registry.register(AgentCollector(self.pipeline, self.components, extra=[self._source_metrics]))
         host, port = parse_listen(listen or config.listen)
         self.server = HttpServer(host, port)
         add_standard_routes(self.server, self.registry, self._ready, __version__)
@@ -105,6 +106,12 @@ class Agent:
             return Response.json({"error": "allowed keys: proxy, audit, segment"}, 400)
         events = self.pipeline.rebaseline(selector.get("proxy"), selector.get("audit"), selector.get("segment"))
         return Response.json({"rebaselined": True, "events": events})
+
+    def _source_metrics(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
+        for reason, count in sorted(self.source.errors.items()):
+            errors.add_metric([reason], float(count))
+        yield errors
 
     def _events(self, _: Request) -> Response:
         return Response.json({"events": self.store.recent_events(200)})

@@ -24,6 +24,13 @@ class Source(ABC):
     #: value of the ``source`` label on ``goodhart_records_total``
     name: str = "source"
 
+    def __init__(self) -> None:
+        #: errors by reason, exported as ``goodhart_source_errors_total{reason}``
+        self.errors: dict[str, int] = {}
+
+    def count_error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
     @abstractmethod
     def read(self, max_items: int) -> Batch:
         """Up to ``max_items`` new items; an empty batch when nothing is new."""

@@ -33,6 +33,7 @@ class JsonlSource(Source):
 
     def __init__(self, path: str | Path, max_line_bytes: int, checkpoint: dict[str, Any] | None = None,
                  start_at: str = "beginning") -> None:
+        super().__init__()
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
         self._handle: IO[bytes] | None = None
@@ -65,7 +66,11 @@ class JsonlSource(Source):
     def _open_current(self) -> bool:
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+        except FileNotFoundError:
+            self._up = False
+            return False
         except OSError:
+            self.count_error("unreadable")
             self._up = False
             return False
         self._close_handle()
