@@ -154,16 +154,17 @@ class AgentCollector(Collector):
 
     def _pairs(self) -> Iterator[Metric]:
         snap = self.pipeline.snapshot
+        stats = self.pipeline.store_stats()
         pairs = GaugeMetricFamily("goodhart_audited_pairs", "Audited pairs held in the store.", labels=PAIR_LABELS)
-        keys = set(snap.pair_counts) | {k for k in snap.verdicts if k[2] == "*"}
+        keys = set(stats.pair_counts) | {k for k in snap.verdicts if k[2] == "*"}
         for key in sorted(keys):
-            pairs.add_metric(list(key), float(snap.pair_counts.get(key, 0)))
+            pairs.add_metric(list(key), float(stats.pair_counts.get(key, 0)))
         yield pairs
         pending = GaugeMetricFamily("goodhart_pending_outputs", "Outputs waiting for their labels.")
-        pending.add_metric([], float(snap.pending_outputs))
+        pending.add_metric([], float(stats.pending_outputs))
         yield pending
         labels = GaugeMetricFamily("goodhart_pending_labels", "Labels that arrived before their outputs, waiting.")
-        labels.add_metric([], float(snap.pending_labels))
+        labels.add_metric([], float(stats.pending_labels))
         yield labels
 
     def _means(self) -> Iterator[Metric]:
@@ -171,7 +172,7 @@ class AgentCollector(Collector):
                                   labels=["proxy", "segment"])
         audit = GaugeMetricFamily("goodhart_audit_mean", "Window mean of an audit, in its own units.",
                                   labels=["audit", "segment"])
-        for (kind, name, segment), value in sorted(self.pipeline.snapshot.means.items()):
+        for (kind, name, segment), value in sorted(self.pipeline.window_means().items()):
             (proxy if kind == "proxy" else audit).add_metric([name, segment], value)
         yield proxy
         yield audit

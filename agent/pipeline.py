@@ -51,11 +51,17 @@ class Snapshot:
     verdicts: dict[PairKey, Verdict] = field(default_factory=dict)
     since: dict[PairKey, float | None] = field(default_factory=dict)
     sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
-    pair_counts: dict[PairKey, int] = field(default_factory=dict)
-    pending_outputs: int = 0
-    pending_labels: int = 0
-    means: dict[tuple[str, ...], float] = field(default_factory=dict)
     taken_at: float = 0.0
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Aggregates read from the store (so they survive restarts); computed lazily for scrapes."""
+
+    pair_counts: dict[PairKey, int]
+    pending_outputs: int
+    pending_labels: int
 
 
 @dataclass
@@ -105,6 +111,7 @@ class Pipeline:
         self.last_record_ts: dict[str, float] = {}
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.snapshot = Snapshot()
+        self._store_stats: tuple[int, StoreStats] | None = None
         self._load()
 
     # -- state across restarts ---------------------------------------------------------------------
@@ -179,6 +186,8 @@ class Pipeline:
         for item in items:
             self._count(pending, "records_total", source=source_name)
             parsed = self.parser.parse_object(item) if isinstance(item, dict) else self.parser.parse_line(item)
+            for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
+                self._count(pending, "metric_failures_total", proxy=proxy, reason=reason)
             if isinstance(parsed, Rejection):
                 self._reject(pending, result, parsed.reason)
                 continue
@@ -303,14 +312,26 @@ class Pipeline:
             for key, det in self.detectors.items()})
 
     def _refresh_snapshot(self, now: float, verdicts: dict[PairKey, Verdict]) -> None:
-        pending_outputs, pending_labels = self.store.pending_counts()
         self.snapshot = Snapshot(
             verdicts=verdicts or dict(self.snapshot.verdicts),
             since={key: self.alarms.state(key).since for key in self.detectors},
             sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
-            pair_counts=self.store.pair_counts(),
-            pending_outputs=pending_outputs, pending_labels=pending_labels,
-            means=self.means.means(now), taken_at=now)
+            taken_at=now, generation=self.snapshot.generation + 1)
+
+    def store_stats(self) -> StoreStats:
+        """Pair and pending counts as of the last detect step, queried at most once per step."""
+        with self.lock:
+            cached = self._store_stats
+            if cached is not None and cached[0] == self.snapshot.generation:
+                return cached[1]
+            pending_outputs, pending_labels = self.store.pending_counts()
+            stats = StoreStats(self.store.pair_counts(), pending_outputs, pending_labels)
+            self._store_stats = (self.snapshot.generation, stats)
+            return stats
+
+    def window_means(self) -> dict[tuple[str, ...], float]:
+        with self.lock:
+            return self.means.means(self.clock.now())
 
     def _emit(self, events: list[Event]) -> None:
         for event in events:

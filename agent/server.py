@@ -12,11 +12,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+Admit = Callable[[Request], AbstractContextManager[Response | None]]
 
 
 class HttpServer:
@@ -66,6 +69,7 @@ class HttpServer:
     def __init__(self, host: str, port: int, max_body: int = MAX_BODY_DEFAULT) -> None:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.body_limits: dict[tuple[str, str], int] = {}
+        self.admitters: dict[tuple[str, str], Admit] = {}
         self.max_body = max_body
         server = self
 
@@ -93,6 +97,17 @@ class HttpServer:
                     return self._send(Response.text("chunked bodies are not accepted; send Content-Length\n", 411),
                                       close=True)
                 size = int(length) if length and length.isdigit() else 0
+                admit = server.admitters.get((method, path))
+                if admit is None:
+                    return self._handle(handler, method, path, query, size, limit)
+                head = Request(method, path, query, {k.lower(): v for k, v in self.headers.items()}, b"",
+                               self.client_address[0])
+                with admit(head) as refused:
+                    if refused is not None:  # refused on its headers: the body is never read
+                        return self._send(refused, close=True)
+                    self._handle(handler, method, path, query, size, limit)
+
+            def _handle(self, handler: Handler, method: str, path: str, query: str, size: int, limit: int) -> None:
                 if size > limit:
                     return self._send(Response.json({"error": "body too large", "limit_bytes": limit}, 413),
                                       close=True)
@@ -143,10 +158,15 @@ class HttpServer:
         self.port = self.httpd.server_address[1]
         self._thread: threading.Thread | None = None
 
-    def route(self, method: str, path: str, handler: Handler, max_body: int | None = None) -> None:
+    def route(self, method: str, path: str, handler: Handler, max_body: int | None = None,
+              admit: Admit | None = None) -> None:
+        """``admit`` sees the request without its body first; a Response it yields refuses the request
+        unread (connection closed), None lets it through, and the handler runs inside its context."""
         self.routes[(method, path)] = handler
         if max_body is not None:
             self.body_limits[(method, path)] = max_body
+        if admit is not None:
+            self.admitters[(method, path)] = admit
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
@@ -169,8 +189,13 @@ def add_standard_routes(server: HttpServer, registry: CollectorRegistry, ready: 
                         version: str) -> None:
     """The endpoints every agent listener has."""
 
-    def metrics(_: Request) -> Response:
-        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+    def metrics(request: Request) -> Response:
+        accept = request.headers.get("accept", "")
+        if "application/openmetrics-text" in accept:
+            encoder, content_type = choose_encoder(accept)
+            return Response(200, encoder(registry), content_type)
+        # The classic text format, which every Prometheus 2.x understands.
+        return Response(200, generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
 
     def healthz(_: Request) -> Response:
         return Response.text("ok\n")

@@ -1,0 +1,126 @@
+"""The daemon end to end: a subprocess tailing a file, observed only through /metrics and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from support import AgentProcess, append_lines, label, record, write_config
+
+T0 = time.time() - 3600  # recent: older pairs would fall to the 30-day retention
+
+
+def daemon_config(tmp_path: Path, **extra: Any) -> tuple[Path, Path]:
+    records = tmp_path / "outputs.jsonl"
+    config = write_config(tmp_path / "config.yaml", source={"type": "jsonl", "path": str(records)},
+                          state_dir=str(tmp_path / "state"),
+                          schedule={"ingest_seconds": 0.2, "detect_seconds": 0.5, "retention_seconds": 60},
+                          log={"level": "INFO", "format": "json"}, **extra)
+    return config, records
+
+
+def test_counts_rejections_and_pairs_appear_on_metrics(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    good = [record(f"c{i}", T0 + i, resolved=i % 2) for i in range(10)]
+    bad = ["{not json", json.dumps({"proxy": {"thumbs_up": 1}}), '{"id": "z", "proxy": {"thumbs_up": NaN}}',
+           json.dumps({"id": "y", "ts": "last tuesday", "proxy": {"thumbs_up": 1}}), json.dumps([1])]
+    append_lines(records, good[:5] + bad + good[5:])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_records_total", 15, source="jsonl") == 15
+    m = agent.metrics()
+    for reason in ("not_json", "no_id", "bad_metric", "bad_timestamp", "not_object"):
+        assert m[("goodhart_records_rejected_total", (("reason", reason),))] == 1, reason
+    assert m[("goodhart_records_rejected_total", (("reason", "too_large"),))] == 0
+    assert agent.wait_for("goodhart_audited_pairs", 10, audit="resolved", proxy="thumbs_up", segment="*") == 10
+    assert agent.value("goodhart_build_info", version=__import__("agent").__version__) == 1
+    assert agent.value("goodhart_up", component="source") == 1
+    assert agent.value("goodhart_last_record_timestamp_seconds", source="jsonl") == T0 + 9
+
+
+def test_late_labels_join_whether_they_come_before_or_after_their_output(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [label("early", T0, 1), record("late", T0 + 1), label("orphan", T0 + 2, 0)])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_pending_labels", 2) == 2  # "early" and "orphan" wait for their outputs
+    append_lines(records, [record("early", T0 + 3), label("late", T0 + 4, 1)])
+    assert agent.wait_for("goodhart_audited_pairs", 2, audit="resolved", proxy="thumbs_up", segment="*") == 2
+    assert agent.wait_for("goodhart_pending_labels", 1) == 1  # only the orphan still waits
+    assert agent.value("goodhart_labels_joined_total") == 2
+    assert agent.value("goodhart_pending_outputs") == 0
+
+
+def test_rotation_and_truncation_lose_nothing(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [record(f"a{i}", T0 + i) for i in range(5)])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_records_total", 5, source="jsonl") == 5
+    append_lines(records, [record("a5", T0 + 5)])  # written just before the rename: must still be read
+    os.rename(records, tmp_path / "outputs.jsonl.1")
+    append_lines(records, [record(f"b{i}", T0 + 10 + i) for i in range(3)])
+    assert agent.wait_for("goodhart_records_total", 9, source="jsonl") == 9
+    with open(records, "r+b") as f:
+        f.truncate(0)
+    append_lines(records, [record("c0", T0 + 20)])
+    assert agent.wait_for("goodhart_records_total", 10, source="jsonl") == 10
+    assert agent.value("goodhart_records_rejected_total", reason="duplicate") == 0
+
+
+def test_kill_9_mid_stream_then_restart_counts_every_record_once(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    total = 3000
+    lines: list[Any] = [label("before-crash", T0, 1)]
+    lines += [record(f"k{i}", T0 + i, resolved=i % 2) for i in range(total)]
+    port_agent: AgentProcess = agent_factory(config).start()
+    for start in range(0, len(lines), 300):  # keep writing while the agent ingests
+        append_lines(records, lines[start:start + 300])
+        time.sleep(0.05)
+    time.sleep(0.3)
+    port_agent.kill()
+    append_lines(records, [record("before-crash", T0 + total)])  # its label was read before the crash
+    restarted: AgentProcess = agent_factory(config, port_agent.port).start()
+    expected = len(lines) + 1
+    assert restarted.wait_for("goodhart_records_total", expected, timeout=30, source="jsonl") == expected
+    assert restarted.wait_for("goodhart_audited_pairs", total + 1, timeout=30, audit="resolved",
+                              proxy="thumbs_up", segment="*") == total + 1
+    time.sleep(1.0)  # several more ingest ticks: still exactly once
+    assert restarted.value("goodhart_records_total", source="jsonl") == expected
+    assert restarted.value("goodhart_records_rejected_total", reason="duplicate") == 0
+
+
+def test_sigterm_exits_0_promptly_and_restart_resumes(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [record(f"s{i}", T0 + i) for i in range(20)])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_records_total", 20, source="jsonl") == 20
+    started = time.monotonic()
+    assert agent.terminate(timeout=25) == 0
+    assert time.monotonic() - started < 25  # Kubernetes' grace period is 30 s
+    log_lines = [json.loads(line) for line in agent.log_path.read_text().splitlines() if line.startswith("{")]
+    assert any(entry["msg"] == "agent stopped" for entry in log_lines)
+    append_lines(records, [record("s20", T0 + 20)])
+    again: AgentProcess = agent_factory(config).start()
+    assert again.wait_for("goodhart_records_total", 21, source="jsonl") == 21
+
+
+def test_http_surface(tmp_path: Path, agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [record("h1", T0)])
+    agent: AgentProcess = agent_factory(config).start()
+    index = requests.get(agent.url + "/", timeout=5)
+    assert index.status_code == 200 and 'href="/metrics"' in index.text
+    assert requests.get(agent.url + "/healthz", timeout=5).text == "ok\n"
+    assert requests.get(agent.url + "/readyz", timeout=5).status_code == 200
+    assert requests.get(agent.url + "/nope", timeout=5).status_code == 404
+    assert requests.post(agent.url + "/metrics", timeout=5).status_code == 405
+    metrics = requests.get(agent.url + "/metrics", timeout=5)
+    assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    bad = requests.post(agent.url + "/v1/rebaseline", data=b"[", timeout=5)
+    assert bad.status_code == 400
+    ok = requests.post(agent.url + "/v1/rebaseline", json={"proxy": "thumbs_up"}, timeout=5)
+    assert ok.status_code == 200 and ok.json()["rebaselined"] is True
+    events = requests.get(agent.url + "/v1/events", timeout=5).json()["events"]
+    assert any(e.get("event") == "rebaseline" for e in events)
