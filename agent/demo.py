@@ -111,7 +111,7 @@ def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, dur
                               args=(bot, records_path, speedup, change_after, rate, label_delay, label_fraction,
                                     stop, out, lock))
     agent.start()
-    host, port = agent.server.httpd.server_address[:2]
+    host, port = str(agent.server.httpd.server_address[0]), agent.server.port
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     out.write(f"goodhart-agent demo: metrics at http://{shown}:{port}/metrics (Ctrl-C to stop)\n"
               f"  records: {records_path}\n  the bot starts gaming its proxies after {change_after:g}s of demo time"

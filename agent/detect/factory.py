@@ -28,4 +28,5 @@ def detector_factory(config: Config) -> Callable[[], Detector]:
     from agent.detect.decoupling import DecouplingDetector
 
     arl0 = per_test_arl(config)
-    return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs)
+    return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
+                                      warn_ratio=settings.warn_ratio, window=settings.window)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from agent.detect.base import Detector, PairObservation, Verdict
+from agent.detect.base import Detector, PairObservation, State, Verdict
 
 
 class PlaceholderDetector(Detector):
@@ -43,7 +43,7 @@ class PlaceholderDetector(Detector):
         ref = sum(self._reference) / len(self._reference)
         cur = sum(self._recent) / len(self._recent)
         gap = ref - cur
-        state = "alarm" if gap > self.drop else "warn" if gap > self.drop / 2 else "ok"
+        state: State = "alarm" if gap > self.drop else "warn" if gap > self.drop / 2 else "ok"
         return Verdict(state, statistic=gap, threshold=self.drop,
                        reason="audit_dropped" if state != "ok" else "",
                        details={"gap": gap, "samples": len(self._recent)})

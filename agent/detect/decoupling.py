@@ -1,0 +1,319 @@
+"""The decoupling detector: alarm when proxy gains stop tracking audited quality.
+
+One instance tests one (proxy, audit, segment). The first ``reference_pairs`` audited pairs
+(after start or :meth:`~DecouplingDetector.rebaseline`) fit a :class:`ReferenceRelation`, a line
+from proxy to audit. Every later pair is scored against it by two one-sided CUSUMs:
+
+* **level**: the audit falls short of what the reference predicts from the proxy. It fires when
+  the proxy is inflated (also far beyond the reference range, where the line keeps promising)
+  and when the audit drops while the proxy stays flat. Its reason says which of the two
+  explains most of the gap.
+* **slope**: within recent traffic the audit no longer moves with the proxy (reason
+  ``relation_lost``): a proxy turned into noise, or a gold curve that bends over while the proxy
+  keeps climbing (Gao et al. 2022).
+
+Both thresholds come from one number, ``arl0`` (this test's expected audited pairs between
+false alarms), through Siegmund's approximation averaged over the bias of the *estimated*
+reference (:mod:`agent.detect.calibration`); the two tests split the budget. Scores are clipped,
+so heavy-tailed noise and 0/1 audits keep the calibration. Genuine improvement and mix shifts
+move proxy and audit along the same line and leave both scores centred; the uncertainty of the
+extrapolated slope is charged to the level test as an allowance that grows with the distance of
+recent proxies from the reference mean.
+
+Sampling weights (inverse inclusion probabilities) weight the reference fit and every estimate
+(``gap`` and its interval); each audited pair still counts as one piece of evidence in the
+CUSUMs, so the false-alarm budget stays per audit.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(7)
+>>> det = DecouplingDetector(arl0=200_000)
+>>> for t in range(600):
+...     p = rng.normal()
+...     a = 0.6 * p + rng.normal(scale=0.8) - (0.8 if t >= 400 else 0.0)  # audit drops at 400
+...     det.observe_pair(PairObservation(ts=float(t), proxy=p, audit=a))
+...     v = det.verdict(now=float(t))
+...     if v.state == "alarm":
+...         break
+>>> t, v.reason, round(v.details["gap"], 2)
+(418, 'audit_dropped', 0.18)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from agent.detect.base import STATES, Detector, PairObservation, Verdict
+from agent.detect.calibration import empirical_threshold
+from agent.detect.reference import ReferenceRelation, spearman
+
+_Z95 = 1.959963984540054
+# Overshoot constant in Siegmund's corrected threshold: 1.166 for Gaussian increments; a
+# quarter of it, because the tails a few hundred reference pairs show understate the jumps.
+OVERSHOOT = 0.3
+
+
+def _f(x: float | None) -> float | None:
+    """A JSON-friendly float: None for NaN/inf."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class DecouplingDetector(Detector):
+    """CUSUMs on the residuals of audit against a reference line from proxy to audit."""
+
+    def __init__(
+        self,
+        arl0: float,
+        reference_pairs: int = 200,
+        shift: float = 1.0,
+        warn_ratio: float = 0.01,
+        window: int = 200,
+        slope_allowance: float = 2.0,
+        span: int = 100,
+        clip: float = 3.0,
+        bootstrap: int = 200,
+    ) -> None:
+        if not arl0 > 1:
+            raise ValueError(f"arl0 must be > 1, got {arl0}")
+        if reference_pairs < 20:
+            raise ValueError(f"reference_pairs must be >= 20, got {reference_pairs}")
+        if not shift > 0 or not 0 < warn_ratio <= 1 or window < 2 or span < 1 or slope_allowance < 0:
+            raise ValueError("need shift > 0, 0 < warn_ratio <= 1, window >= 2, span >= 1, slope_allowance >= 0")
+        self.arl0 = float(arl0)
+        self.reference_pairs = int(reference_pairs)
+        self.shift = float(shift)
+        self.warn_ratio = float(warn_ratio)
+        self.window = int(window)
+        self.slope_allowance = float(slope_allowance)
+        self.span = int(span)
+        self.clip = float(clip)
+        self.bootstrap = int(bootstrap)
+        # Monotone counters live across rebaselines, so they are not part of _reset().
+        self._counters = {"pairs": 0.0, "samples": 0.0, "residual_positive_sum": 0.0,
+                          "residual_negative_sum": 0.0, "residual_squares": 0.0}
+        self._baseline_ts = -math.inf
+        self._reset()
+
+    @property
+    def k(self) -> float:
+        """CUSUM reference value: half the design shift (in residual s.d.)."""
+        return self.shift / 2.0
+
+    def _reset(self) -> None:
+        self._ref: ReferenceRelation | None = None
+        self._warmup: list[list[float]] = []  # [proxy, audit, weight] until the fit
+        self._h = math.nan
+        self._h_warn = math.nan
+        self._centre = 0.0  # EWMA of audited pairs' standardised proxy
+        self._proxy_ewma: float | None = None  # EWMA of every output's proxy (raw units)
+        self._late = 0
+        self._cusum = {name: self._empty_excursion() for name in ("level", "slope")}
+        self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
+        self._pos = 0
+        self._count = 0
+
+    @staticmethod
+    def _empty_excursion() -> dict[str, float]:
+        # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero;
+        # sp: weighted (prediction - reference mean audit), the part of the gap the proxy moved.
+        return {"s": 0.0, "since": math.inf, "n": 0.0, "sw": 0.0, "sg": 0.0, "sp": 0.0}
+
+    # -- observations -----------------------------------------------------------------------
+    def observe_proxy(self, ts: float, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        alpha = 2.0 / (10 * self.span + 1)  # all outputs: a slower, smoother view
+        self._proxy_ewma = value if self._proxy_ewma is None else self._proxy_ewma + alpha * (
+            value - self._proxy_ewma)
+
+    def observe_pair(self, obs: PairObservation) -> None:
+        p, a, w = float(obs.proxy), float(obs.audit), float(obs.weight)
+        if not (math.isfinite(p) and math.isfinite(a) and math.isfinite(w) and w > 0):
+            raise ValueError(f"pair needs finite proxy/audit and a positive weight: {obs}")
+        if obs.ts < self._baseline_ts:
+            self._late += 1  # an output from before the rebaseline: the old regime
+            return
+        ref = self._ref
+        if ref is None:
+            self._warmup.append([p, a, w])
+            if len(self._warmup) >= self.reference_pairs:
+                self._fit()
+            return
+        r, level, slope = ref.scores(p, a, self._centre)
+        pred = a - r
+        # Allowance for the slope's estimation error, charged only when recent proxies sit
+        # away from the reference mean (extrapolation): d * slope_sd * z.
+        allowance = self.slope_allowance * ref.slope_sd_ * abs(self._centre)
+        self._step("level", -level - self.k - allowance, obs.ts, w, pred - a, pred - ref.audit_mean_)
+        self._step("slope", -slope - self.k, obs.ts, w, pred - a, pred - ref.audit_mean_)
+        self._centre += 2.0 / (self.span + 1) * (ref.standardise_proxy(p) - self._centre)
+        i = self._pos
+        self._buf[0, i], self._buf[1, i], self._buf[2, i], self._buf[3, i] = obs.ts, p, a, w
+        self._pos = (i + 1) % self.window
+        self._count = min(self._count + 1, self.window)
+        c = self._counters
+        c["pairs"] += 1.0
+        c["samples"] += w
+        c["residual_positive_sum"] += w * max(r, 0.0)
+        c["residual_negative_sum"] += w * max(-r, 0.0)
+        c["residual_squares"] += w * r * r
+
+    def _step(self, name: str, inc: float, ts: float, w: float, gap: float, moved: float) -> None:
+        e = self._cusum[name]
+        s = max(0.0, e["s"] + inc)
+        if s <= 0.0:
+            self._cusum[name] = self._empty_excursion()
+            return
+        if e["s"] <= 0.0:
+            e.update(self._empty_excursion())
+        e["s"] = s
+        e["since"] = min(e["since"], ts)  # late labels: the oldest output in the excursion
+        e["n"] += 1.0
+        e["sw"] += w
+        e["sg"] += w * gap
+        e["sp"] += w * moved
+
+    def _fit(self) -> None:
+        arr = np.asarray(self._warmup, dtype=float)
+        self._ref = ReferenceRelation(clip=self.clip, bootstrap=self.bootstrap).fit(
+            arr[:, 0], arr[:, 1], arr[:, 2])
+        self._warmup = []
+        self._thresholds()
+
+    def _thresholds(self) -> None:
+        """Both tests share the budget (2 * arl0 each) and, for one readable number, the
+        larger of their thresholds."""
+        ref = self._ref
+        assert ref is not None
+        var_centre = 1.0 / self.span  # EWMA noise in the slope score's centring, ~alpha/(2-alpha)
+        tests = ((ref.level_scores_ * ref.level_inflation_, ref.level_tau_),
+                 (ref.slope_scores_ * ref.slope_inflation_ * math.sqrt(1 + var_centre), ref.slope_tau_))
+        warn_arl = max(2 * self.arl0 * self.warn_ratio, 2.0)
+        self._h = max(empirical_threshold(2 * self.arl0, self.k, x, t, OVERSHOOT) for x, t in tests)
+        self._h_warn = min(self._h, max(empirical_threshold(warn_arl, self.k, x, t, OVERSHOOT) for x, t in tests))
+
+    # -- verdict ---------------------------------------------------------------------------
+    def _window(self) -> np.ndarray:
+        if self._count < self.window:
+            return self._buf[:, : self._count]
+        return np.roll(self._buf, -self._pos, axis=1)
+
+    def verdict(self, now: float) -> Verdict:
+        ref = self._ref
+        if ref is None:
+            return Verdict("warn", reason="warming up", details={
+                "samples": len(self._warmup), "reference_pairs": self.reference_pairs,
+                "late_pairs_ignored": self._late})
+        lvl, slp = self._cusum["level"], self._cusum["slope"]
+        h, hw = self._h, self._h_warn
+
+        def level_of(s: float) -> int:
+            return 2 if s > h else 1 if s > hw else 0
+
+        state_code = max(level_of(lvl["s"]), level_of(slp["s"]))
+        reason, trigger = "", lvl if lvl["s"] >= slp["s"] else slp
+        if state_code:
+            # A step in the proxy briefly looks like lost co-movement to the slope test (its
+            # centre lags); while the level test is also elevated, its reason is the better one.
+            if level_of(lvl["s"]) == state_code or lvl["s"] > hw:
+                trigger = lvl
+                # Decompose the gap seen during the excursion: the part explained by the
+                # proxy having moved up (its predicted audit rose) vs the audit falling.
+                moved, gap = lvl["sp"], lvl["sg"]
+                reason = "proxy_inflated" if moved > 0 and moved >= 0.5 * gap else "audit_dropped"
+            else:
+                trigger, reason = slp, "relation_lost"
+        details = self._details(ref)
+        details.update({
+            "warn_threshold": hw, "level_statistic": lvl["s"], "slope_statistic": slp["s"],
+            "since": _f(trigger["since"]) if trigger["s"] > 0 else None,
+            "excursion_pairs": int(trigger["n"]),
+            "excursion_gap": _f(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else None,
+        })
+        state = STATES[state_code]
+        return Verdict(state, statistic=max(lvl["s"], slp["s"]), threshold=h, reason=reason,
+                       details=details)
+
+    def _details(self, ref: ReferenceRelation) -> dict[str, Any]:
+        """Window estimates: weighted gap with a 95% interval, rank correlations, range."""
+        _ts, p, a, w = self._window()
+        n = len(p)
+        out: dict[str, Any] = {
+            "reference_pairs": ref.n_, "rank_corr_reference": _f(ref.rank_corr_), "samples": n,
+            "late_pairs_ignored": self._late,
+            "proxy_shift": _f((self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_)
+            if self._proxy_ewma is not None else None,
+        }
+        if n == 0:
+            out.update(gap=None, gap_lower=None, gap_upper=None, rank_corr_window=None,
+                       beyond_range_fraction=None)
+            return out
+        lo, hi = ref.bounds_
+        g = np.clip(ref.intercept_ + ref.slope_ * p, lo, hi) - a
+        sw = float(w.sum())
+        gap = float(np.dot(w, g) / sw)
+        se2 = float(np.dot(w * w, (g - gap) ** 2)) / (sw * sw)
+        # Reference error in audit units at the window's mean proxy (intercept and slope).
+        ref_se = ref.prediction_se(float(np.dot(w, p) / sw))
+        half = _Z95 * math.sqrt(se2 + ref_se * ref_se)
+        out.update(gap=gap, gap_lower=gap - half, gap_upper=gap + half,
+                   rank_corr_window=_f(spearman(p, a)),
+                   beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
+        return out
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def rebaseline(self, now: float) -> None:
+        self._reset()
+        self._baseline_ts = float(now)
+
+    def sufficient_statistics(self) -> dict[str, float]:
+        """Monotone sums: ``pairs``, ``samples`` (sum of weights), weighted positive and
+        negative parts of the residual (audit - prediction) and its square. Residual sum =
+        positive - negative; a signed sum would not be a counter."""
+        return dict(self._counters)
+
+    def state_dict(self) -> dict[str, Any]:
+        ts, p, a, w = self._window()
+        return {
+            "version": 1,
+            "params": {"arl0": self.arl0, "reference_pairs": self.reference_pairs, "shift": self.shift,
+                       "warn_ratio": self.warn_ratio, "window": self.window,
+                       "slope_allowance": self.slope_allowance, "span": self.span, "clip": self.clip,
+                       "bootstrap": self.bootstrap},
+            "counters": dict(self._counters),
+            "baseline_ts": _f(self._baseline_ts),
+            "reference": self._ref.to_dict() if self._ref is not None else None,
+            "warmup": [list(x) for x in self._warmup],
+            "thresholds": [_f(self._h), _f(self._h_warn)],
+            "centre": self._centre,
+            "proxy_ewma": self._proxy_ewma,
+            "late": self._late,
+            "cusum": {k: {f: _f(v) for f, v in e.items()} for k, e in self._cusum.items()},
+            "window": [ts.tolist(), p.tolist(), a.tolist(), w.tolist()],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise ValueError(f"unknown detector state version: {state.get('version')!r}")
+        self.__init__(**state["params"])  # type: ignore[misc]
+        self._counters = {k: float(v) for k, v in state["counters"].items()}
+        bts = state["baseline_ts"]
+        self._baseline_ts = -math.inf if bts is None else float(bts)
+        ref = state["reference"]
+        self._ref = ReferenceRelation.from_dict(ref) if ref is not None else None
+        self._warmup = [[float(v) for v in x] for x in state["warmup"]]
+        h, hw = state["thresholds"]
+        self._h = math.nan if h is None else h
+        self._h_warn = math.nan if hw is None else hw
+        self._centre = float(state["centre"])
+        self._proxy_ewma = state["proxy_ewma"]
+        self._late = int(state["late"])
+        self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
+                       for k, e in state["cusum"].items()}
+        win = np.asarray(state["window"], dtype=float).reshape(4, -1)
+        m = win.shape[1]
+        self._buf[:, :m] = win
+        self._count = m
+        self._pos = m % self.window

@@ -1,0 +1,240 @@
+"""The reference relation: what audit the proxy predicted while proxy and audit still agreed.
+
+A weighted least-squares line ``audit ~ a + b * proxy`` fitted on the reference pairs, in the
+style of a scikit-learn estimator (``fit`` returns ``self``, learned attributes end in ``_``).
+
+Why a line and not isotonic regression: Goodhart lives beyond the reference range, and isotonic
+regression predicts a constant there, so a proxy that climbs past everything seen while the
+audit stays flat would look "on curve". A line extrapolates the proxy's promise consistently:
+genuine improvement that follows the same relation far beyond the range stays on the line,
+inflation does not. Binary (0/1) audits are a linear probability model, clipped to [0, 1].
+
+Besides the line, the fit measures how wrong it may be. A nonparametric bootstrap of the whole
+fitting procedure (seeded, so deterministic) gives the s.d. of the bias each test's standardised
+score inherits from the estimated reference (``level_tau_``, ``slope_tau_``) and of the slope
+(``slope_sd_``); :mod:`agent.detect.calibration` turns them into thresholds.
+
+Scores (both bounded, roughly unit variance on the reference):
+
+* level: ``clip(z, -c, c)`` with ``z = (audit - predict(proxy)) / scale_``, centred and scaled
+  on the reference; a negative mean says audits fall short of what the proxy promises.
+* slope: the level residual times the proxy's deviation from its *recent* mean (``x - centre``);
+  a negative mean says audit no longer follows the proxy within recent traffic (the proxy lost
+  its relation to quality), whatever the proxy's level.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
+# The slope score is a product of two standardised deviations, heavy-tailed (kurtosis 9 for
+# Gaussians); clipping both factors and the product keeps its tails within what a few hundred
+# reference pairs can show the calibration.
+PROXY_CLIP = 2.0
+PRODUCT_CLIP = 2.0
+
+
+def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares along the last axis; rows of ``w`` are independent fits."""
+    sw = w.sum(axis=-1)
+    mx = (w * x).sum(axis=-1) / sw
+    my = (w * y).sum(axis=-1) / sw
+    dx = x - mx[..., None]
+    sxx = (w * dx * dx).sum(axis=-1)
+    sxy = (w * dx * (y - my[..., None])).sum(axis=-1)
+    slope = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+    return my - slope * mx, slope
+
+
+def _scores(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, a: np.ndarray, b: np.ndarray, bounds: tuple[float, float],
+    clip: float,
+) -> dict[str, np.ndarray]:
+    """Level and slope scores of the sample (x, y) under fits (a, b) whose weights are ``w``."""
+    pred = np.clip(a[..., None] + b[..., None] * x, *bounds)
+    r = y - pred
+    sw = w.sum(axis=-1)
+    scale = _SQRT_HALF_PI * (w * np.abs(r)).sum(axis=-1) / sw
+    scale = np.maximum(scale, 1e-12)
+    psi = np.clip(r / scale[..., None], -clip, clip)
+    mx = (w * x).sum(axis=-1) / sw
+    sdx = np.sqrt((w * (x - mx[..., None]) ** 2).sum(axis=-1) / sw)
+    sdx = np.maximum(sdx, 1e-12)
+    xs = np.clip((x - mx[..., None]) / sdx[..., None], -PROXY_CLIP, PROXY_CLIP)
+    return {"psi": psi, "prod": np.clip(psi * xs, -PRODUCT_CLIP, PRODUCT_CLIP), "scale": scale, "mx": mx, "sdx": sdx}
+
+
+def _moments(v: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted (per-pair) mean and s.d. of ``v`` over a sample given by ``counts``."""
+    n = counts.sum(axis=-1)
+    m = (counts * v).sum(axis=-1) / n
+    s = np.sqrt((counts * (v - m[..., None]) ** 2).sum(axis=-1) / n)
+    return m, np.maximum(s, 1e-12)
+
+
+class ReferenceRelation:
+    """A fitted line from proxy to audit, with its score constants and estimation error.
+
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.normal(size=200); a = 0.5 * p + rng.normal(scale=0.8, size=200)
+    >>> ref = ReferenceRelation().fit(p, a)
+    >>> round(ref.slope_, 2), round(ref.scale_, 2), round(ref.level_tau_, 3)
+    (0.44, 0.8, 0.072)
+    """
+
+    def __init__(self, clip: float = 3.0, bootstrap: int = 200, seed: int = 0) -> None:
+        self.clip = clip
+        self.bootstrap = bootstrap
+        self.seed = seed
+
+    def fit(self, proxy: Any, audit: Any, weight: Any = None) -> ReferenceRelation:
+        """Fit the line and measure, by bootstrap, how much its error biases each score."""
+        x = np.asarray(proxy, dtype=float)
+        y = np.asarray(audit, dtype=float)
+        w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=float)
+        if x.ndim != 1 or x.shape != y.shape or x.shape != w.shape:
+            raise ValueError("proxy, audit and weight must be 1-d arrays of the same length")
+        if len(x) < 10:
+            raise ValueError(f"need at least 10 reference pairs, got {len(x)}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(w > 0)):
+            raise ValueError("reference pairs must be finite with positive weights")
+        if self.clip <= 0 or self.bootstrap < 20:
+            raise ValueError("clip must be > 0 and bootstrap >= 20")
+        n = len(x)
+        binary = bool(np.all((y == 0.0) | (y == 1.0)))
+        self.bounds_ = (0.0, 1.0) if binary else (-math.inf, math.inf)
+        a, b = _wls(x, y, w)
+        a_, b_ = np.atleast_1d(a), np.atleast_1d(b)
+        ones = np.ones((1, n))
+        s = _scores(x, y, w[None, :], a_, b_, self.bounds_, self.clip)
+        self.intercept_, self.slope_ = float(a), float(b)
+        self.scale_ = float(s["scale"][0])
+        self.proxy_mean_, self.proxy_sd_ = float(s["mx"][0]), float(s["sdx"][0])
+        lm, ls = _moments(s["psi"], ones)
+        pm, ps = _moments(s["prod"], ones)
+        self.level_center_, self.level_scale_ = float(lm[0]), float(ls[0])
+        self.slope_center_, self.slope_scale_ = float(pm[0]), float(ps[0])
+        self.proxy_min_, self.proxy_max_ = float(x.min()), float(x.max())
+        self.audit_mean_ = float(np.sum(w * y) / np.sum(w))
+        self.n_ = n
+        self.n_eff_ = float(w.sum() ** 2 / np.sum(w * w))
+        self.rank_corr_ = spearman(x, y)
+        # Heteroscedasticity-robust (sandwich) covariance of (intercept, slope), for the error
+        # of the predicted audit at any proxy: var = aa + 2 x ab + x^2 bb.
+        design = np.column_stack([np.ones(n), x])
+        resid = y - (a + b * x)
+        bread = np.linalg.pinv(design.T @ (w[:, None] * design))
+        meat = design.T @ ((w * w * resid * resid)[:, None] * design)
+        cov = bread @ meat @ bread * n / max(n - 2, 1)
+        self.coef_cov_ = [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
+
+        # Bootstrap the whole procedure; evaluate each refit on the original sample, which
+        # stands in for future in-control traffic. The spread of the resulting mean scores is
+        # the bias an estimated reference puts into each CUSUM increment.
+        rng = np.random.default_rng(self.seed)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.bootstrap).astype(float)
+        wb = counts * w[None, :]
+        ab, bb = _wls(x[None, :], y[None, :], wb)
+        sb = _scores(x, y, wb, ab, bb, self.bounds_, self.clip)
+        lmb, lsb = _moments(sb["psi"], counts)
+        pmb, psb = _moments(sb["prod"], counts)
+        level_future = ((sb["psi"] - lmb[:, None]) / lsb[:, None]).mean(axis=1)
+        slope_future = ((sb["prod"] - pmb[:, None]) / psb[:, None]).mean(axis=1)
+        # The bootstrap can understate the error under unequal weights; never go below the
+        # sandwich error of the prediction at the traffic's mean proxy.
+        analytic = self.prediction_se(float(x.mean())) / (self.scale_ * self.level_scale_)
+        self.level_tau_ = max(float(level_future.std()), analytic)
+        # Future scores also spread more than in-sample ones (the fit chased this sample's
+        # noise); the calibration widens the reference scores by the bootstrap's ratio.
+        sd_level = ((sb["psi"] - lmb[:, None]) / lsb[:, None]).std(axis=1)
+        sd_slope = ((sb["prod"] - pmb[:, None]) / psb[:, None]).std(axis=1)
+        self.level_inflation_ = max(1.0, float(np.mean(sd_level)))
+        self.slope_inflation_ = max(1.0, float(np.mean(sd_slope)))
+        # Alarm-oriented increments of the reference itself (larger = audit below promise),
+        # the empirical distribution the thresholds are calibrated on; not part of the state.
+        self.level_scores_ = -(s["psi"][0] - self.level_center_) / self.level_scale_
+        self.slope_scores_ = -(s["prod"][0] - self.slope_center_) / self.slope_scale_
+        self.slope_tau_ = float(slope_future.std())
+        # Slope error in level-score units per proxy s.d.: the bias that extrapolating to a
+        # proxy mean d s.d. away from the reference adds to each level increment is ~ d * this.
+        self.slope_sd_ = float(np.std(bb) * self.proxy_sd_ / self.scale_ / self.level_scale_)
+        return self
+
+    # -- scalar scoring, used per pair on the hot path ------------------------------------
+    def predict(self, proxy: float) -> float:
+        """Audit the reference expects for this proxy value (extrapolated linearly)."""
+        lo, hi = self.bounds_
+        return min(max(self.intercept_ + self.slope_ * proxy, lo), hi)
+
+    def prediction_se(self, proxy: float) -> float:
+        """Standard error of :meth:`predict` at ``proxy`` from the reference's estimation error
+        (grows linearly with the distance beyond the reference mean)."""
+        aa, ab, bb = self.coef_cov_
+        return math.sqrt(max(aa + 2 * proxy * ab + proxy * proxy * bb, 0.0))
+
+    def standardise_proxy(self, proxy: float) -> float:
+        """Proxy in reference s.d. units from the reference mean."""
+        return (proxy - self.proxy_mean_) / self.proxy_sd_
+
+    def scores(self, proxy: float, audit: float, centre: float) -> tuple[float, float, float]:
+        """(residual, level score, slope score) of one pair; ``centre`` is the recent mean of
+        the standardised proxy, around which the slope score measures co-movement."""
+        c = self.clip
+        r = audit - self.predict(proxy)
+        psi = min(max(r / self.scale_, -c), c)
+        xs = min(max(self.standardise_proxy(proxy) - centre, -PROXY_CLIP), PROXY_CLIP)
+        prod = min(max(psi * xs, -PRODUCT_CLIP), PRODUCT_CLIP)
+        level = (psi - self.level_center_) / self.level_scale_
+        slope = (prod - self.slope_center_) / self.slope_scale_
+        return r, level, slope
+
+    # -- state ------------------------------------------------------------------------------
+    _FIELDS = (
+        "intercept_", "slope_", "scale_", "proxy_mean_", "proxy_sd_", "level_center_", "level_scale_",
+        "slope_center_", "slope_scale_", "proxy_min_", "proxy_max_", "audit_mean_", "n_", "n_eff_",
+        "rank_corr_", "level_tau_", "slope_tau_", "slope_sd_", "level_inflation_", "slope_inflation_",
+        "coef_cov_",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable learned state (floats round-trip exactly through JSON)."""
+        out: dict[str, Any] = {f: getattr(self, f) for f in self._FIELDS}
+        out["bounds_"] = [None if math.isinf(v) else v for v in self.bounds_]
+        out["params"] = {"clip": self.clip, "bootstrap": self.bootstrap, "seed": self.seed}
+        return out
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ReferenceRelation:
+        ref = cls(**state["params"])
+        for f in cls._FIELDS:
+            setattr(ref, f, state[f])
+        lo, hi = state["bounds_"]
+        ref.bounds_ = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+        return ref
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    if len(x) < 3:
+        return math.nan
+    rx, ry = _rank(x), _rank(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = math.sqrt(float(np.dot(rx, rx) * np.dot(ry, ry)))
+    return float(np.dot(rx, ry) / den) if den > 0 else math.nan
+
+
+def _rank(v: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), O(n log n)."""
+    order = np.argsort(v, kind="mergesort")
+    sv = v[order]
+    starts = np.flatnonzero(np.r_[True, sv[1:] != sv[:-1]])
+    ends = np.r_[starts[1:], len(v)]
+    avg = (starts + ends - 1) / 2.0
+    ranks = np.empty(len(v))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks

@@ -1,0 +1,65 @@
+"""Run every scenario on several seeds for goodhart-agent, each peer and the oracle.
+
+    python -m bench.run [--seeds N] [--quick]
+
+Prints a markdown table: per scenario and method, detections out of seeds (a Goodhart case)
+or runs with any alarm (a quiet case), the median delay in audits after the change, and the
+false alarms (alarms before the change, or anywhere in a quiet case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from bench.peers import METHODS
+from bench.scenarios import Scenario, all_scenarios
+
+
+def evaluate(scn: Scenario, method: str, seeds: int) -> tuple[int, float | None, int]:
+    hits, delays, false = 0, [], 0
+    for seed in range(seeds):
+        s = scn.make(np.random.default_rng(1000 + seed))
+        alarms = METHODS[method](s, scn.truth)
+        if scn.change is None:
+            false += len(alarms)
+            continue
+        false += sum(1 for i in alarms if i < scn.change)
+        post = [i for i in alarms if i >= scn.change]
+        if post:
+            hits += 1
+            delays.append(post[0] - scn.change)
+    return hits, (statistics.median(delays) if delays else None), false
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per scenario (default 5)")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, goodhart-agent and the oracle only")
+    args = ap.parse_args(argv)
+    seeds = 2 if args.quick else args.seeds
+    methods = ["goodhart-agent", "oracle CUSUM"] if args.quick else list(METHODS)
+    t0 = time.perf_counter()
+    print(f"Cells: detections/seeds, median delay in audits after the change, false alarms "
+          f"[{seeds} seeds; quiet cases show only false alarms]\n")
+    print("| scenario | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for scn in all_scenarios():
+        cells = []
+        for m in methods:
+            hits, delay, false = evaluate(scn, m, seeds)
+            if scn.change is None:
+                cells.append(f"FA {false}")
+            else:
+                d = "-" if delay is None else f"{delay:g}"
+                cells.append(f"{hits}/{seeds}, {d}, FA {false}")
+        print(f"| {scn.name} | " + " | ".join(cells) + " |")
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Seeded scenario generator covering every case of issue #4.
+
+Each scenario yields the audited pairs one (proxy, audit, segment) test sees, in arrival order:
+the first ``REF`` pairs are in control (the detector's reference), the change starts at pair
+``change`` (``None``: nothing should fire). Proxies are already oriented (larger = better).
+The oracle is told the true pre-change line and the shift of the score the change moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+REF = 200
+SLOPE, NOISE = 0.6, 0.8  # audit = 0.6 proxy + N(0, 0.8^2): Spearman ~0.6 between proxy and audit
+
+
+@dataclass(frozen=True)
+class Stream:
+    ts: np.ndarray  # output time of each pair, in arrival order (late labels: not sorted)
+    proxy: np.ndarray
+    audit: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What the oracle knows: the pre-change line, the noise s.d., the score and its shift."""
+
+    intercept: float
+    slope: float
+    sigma: float
+    score: str  # "level": residual / sigma; "slope": residual / sigma * proxy deviation
+    shift: float  # in s.d. of that score
+    logistic: bool = False  # pass/fail: the true pass probability is 1 / (1 + exp(-(a + b p)))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    change: int | None
+    n: int
+    make: Callable[[np.random.Generator], Stream]
+    truth: Truth
+    note: str = ""
+
+
+def _stream(p: np.ndarray, a: np.ndarray, w: np.ndarray | None = None, ts: np.ndarray | None = None) -> Stream:
+    n = len(p)
+    return Stream(np.arange(n, dtype=float) if ts is None else ts, p, a,
+                  np.ones(n) if w is None else w)
+
+
+def _line(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+    return SLOPE * p + rng.normal(scale=NOISE, size=len(p))
+
+
+def _after(n: int, start: int) -> np.ndarray:
+    return np.maximum(np.arange(n) - start, 0).astype(float)
+
+
+LINE = Truth(0.0, SLOPE, NOISE, "level", 1.0)
+
+
+def stable(n: int = 3000) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        return _stream(p, _line(rng, p))
+    return Scenario("stable", None, n, make, LINE)
+
+
+def heavy_tails(n: int = 3000) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        return _stream(p, SLOPE * p + 0.5 * rng.standard_t(2.5, size=n))
+    return Scenario("heavy-tailed noise (t, 2.5 df)", None, n, make, Truth(0.0, SLOPE, 0.5 * 5**0.5, "level", 1.0))
+
+
+def genuine_improvement(n: int = 3000, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n) + 5.0 * _after(n, start) / (n - start)  # to 5 s.d. past the mean
+        return _stream(p, _line(rng, p))
+    return Scenario("genuine improvement, far beyond range", None, n, make, LINE)
+
+
+def mix_shift(n: int = 3000, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        hard = rng.random(n) < np.where(np.arange(n) < start, 0.2, 0.8)
+        p = np.where(hard, -1.5, 0.5) + 0.7 * rng.normal(size=n)
+        return _stream(p, _line(rng, p))
+    return Scenario("traffic mix shift to a harder segment", None, n, make, LINE)
+
+
+def binary_stable(n: int = 3000) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        return _stream(p, (rng.random(n) < 1 / (1 + np.exp(-(1.0 + p)))).astype(float))
+    return Scenario("pass/fail audit, stable", None, n, make, LINE)
+
+
+def beyond_range(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        lift = _after(n, start) / 100  # the proxy climbs 1 s.d. per 100 audits, audit flat
+        p = rng.normal(size=n) + lift
+        return _stream(p, SLOPE * (p - lift) + rng.normal(scale=NOISE, size=n))
+    # the gap grows 0.6/0.8 s.d. per 100 audits; the oracle is tuned to a 1 s.d. gap
+    return Scenario("proxy climbs beyond range, audit flat", start, n, make, LINE)
+
+
+def proxy_up_audit_down(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        step = (np.arange(n) >= start).astype(float)
+        p = rng.normal(size=n) + step
+        return _stream(p, SLOPE * (p - step) - 0.3 * step + rng.normal(scale=NOISE, size=n))
+    return Scenario("proxy up 1 s.d., audit down 0.3", start, n, make, Truth(0, SLOPE, NOISE, "level", 0.9 / NOISE))
+
+
+def audit_drop(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        return _stream(p, _line(rng, p) - 0.8 * (np.arange(n) >= start))
+    return Scenario("audit drops 0.8, proxy flat", start, n, make, LINE)
+
+
+def relation_lost(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        hidden = np.where(np.arange(n) >= start, rng.normal(size=n), p)
+        return _stream(p, _line(rng, hidden))
+    # E[(r / sigma) * x] drops by slope / sigma; the product's s.d. is ~1.2 after the change
+    return Scenario("proxy turns to noise (same marginal)", start, n, make,
+                    Truth(0, SLOPE, NOISE, "slope", SLOPE / NOISE / 1.2))
+
+
+def one_segment(n: int = 1500, start: int = 500) -> Scenario:
+    """The per-segment test of the one segment (30% of traffic) whose audits drop."""
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n) - 0.5
+        return _stream(p, _line(rng, p) - 0.8 * (np.arange(n) >= start))
+    return Scenario("one segment: its audits drop 0.8", start, n, make, LINE)
+
+
+def binary_drop(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        prob = 1 / (1 + np.exp(-(1.0 + p))) - 0.2 * (np.arange(n) >= start)
+        return _stream(p, (rng.random(n) < prob).astype(float))
+    # pass rate ~0.7 on average, residual s.d. ~0.43: a 0.2 drop is ~0.47 s.d.
+    truth = Truth(1.0, 1.0, 0.43, "level", 0.2 / 0.43, logistic=True)
+    return Scenario("pass/fail: pass rate drops 0.2", start, n, make, truth)
+
+
+def lower_is_better(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        rush = 4.0 * (np.arange(n) >= start)
+        minutes = 10 + 4 * rng.normal(size=n) - rush  # resolution time drops: the bot rushes
+        quality = -0.15 * (minutes + rush) + rng.normal(scale=NOISE, size=n)
+        return _stream(-minutes, quality)  # the pipeline orients direction: lower
+    return Scenario("resolution time (lower=better) drops, quality flat", start, n, make,
+                    Truth(0, 0.15, NOISE, "level", 0.6 / NOISE))
+
+
+def late_labels(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        p = rng.normal(size=n)
+        a = _line(rng, p) - 0.8 * (np.arange(n) >= start)
+        ts = np.arange(n, dtype=float)
+        # labels arrive in random order within blocks of 100 audits (minutes to days late)
+        order = np.concatenate([b + rng.permutation(100) for b in range(0, n, 100)])
+        order = order[order < n]
+        return _stream(p[order], a[order], ts=ts[order])
+    return Scenario("late labels (shuffled in blocks of 100), audit drops", start, n, make, LINE)
+
+
+def weighted(n: int = 1500, start: int = 500) -> Scenario:
+    def make(rng: np.random.Generator) -> Stream:
+        in_a = rng.random(n) < 1 / 3  # 80% of traffic, audited 8x less: weight 8
+        p = rng.normal(size=n)
+        a = _line(rng, p) - 1.2 * (in_a & (np.arange(n) >= start))
+        return _stream(p, a, w=np.where(in_a, 8.0, 1.0))
+    return Scenario("weighted audit sample, heavy stratum drops 1.2", start, n, make,
+                    Truth(0, SLOPE, NOISE, "level", 0.4 / NOISE))
+
+
+def gao(n: int = 1800, start: int = 200) -> Scenario:
+    """Gao et al.: d grows linearly; proxy ~ d, gold d (1 - d/4) peaks at d = 2 (pair 1200)."""
+    def make(rng: np.random.Generator) -> Stream:
+        d = 3.0 * _after(n, start) / 1500
+        p = d + rng.normal(size=n)
+        return _stream(p, d * (1 - d / 4) + 0.8 * (p - d) + rng.normal(scale=0.5, size=n))
+    return Scenario("gradual over-optimisation (Gao), peak at +1000", start, n, make,
+                    Truth(0, 0.8, 0.5, "level", 1.0), note="caught before gold peaks")
+
+
+def all_scenarios() -> list[Scenario]:
+    return [stable(), heavy_tails(), binary_stable(), genuine_improvement(), mix_shift(),
+            beyond_range(), proxy_up_audit_down(), audit_drop(), relation_lost(), one_segment(),
+            binary_drop(), lower_is_better(), late_labels(), weighted(), gao()]

@@ -1,0 +1,57 @@
+"""The SQLite store: WAL, recorded migrations, the label join's corner cases, bounded retention."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.store import MIGRATIONS, Store
+
+
+def test_a_directory_gets_a_wal_database_with_every_migration_recorded(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.schema_version == len(MIGRATIONS)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "goodhart.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_reopening_does_not_migrate_twice_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    again = Store(tmp_path)
+    assert again.schema_version == len(MIGRATIONS)
+    again.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    again.close()
+    with pytest.raises(RuntimeError, match="newer than this agent understands"):
+        Store(tmp_path)
+
+
+def test_early_labels_merge_and_the_first_label_of_a_pair_wins() -> None:
+    store = Store(":memory:")
+    store.put_early_label("a", 1.0, {"resolved": 1.0}, 1.0, 100.0)
+    store.put_early_label("a", 2.0, {"csat": 4.0}, 1.0, 100.0)
+    assert store.take_early_label("a") == ({"csat": 4.0, "resolved": 1.0}, 1.0)
+    assert store.take_early_label("a") is None
+    output = store.insert_output("b", 1.0, None, {"thumbs_up": 1.0}, 100.0)
+    assert output is not None
+    assert store.insert_pairs(output, {"resolved": 0.0}, 1.0) == 1
+    assert store.insert_pairs(output, {"resolved": 1.0}, 1.0) == 0
+    assert [p.audit_value for p in store.pairs_since(0)] == [0.0]
+
+
+def test_expiry_drops_old_state_but_never_pairs_the_detectors_have_not_seen() -> None:
+    store = Store(":memory:")
+    for i in range(5):
+        out = store.insert_output(f"o{i}", float(i), "s", {"p": 1.0}, expires_at=10.0 + i)
+        assert out is not None
+        store.insert_pairs(out, {"a": 1.0}, 1.0)
+    store.insert_output("waiting", 0.0, None, {"p": 1.0}, expires_at=10.0)
+    store.put_early_label("orphan", 0.0, {"a": 1.0}, 1.0, expires_at=10.0)
+    store.set_cursor("detect.pairs", 3)  # the detectors have seen pairs 1..3
+    dropped = store.expire(now=12.0, pairs_min_ts=100.0, max_pending=100, max_pairs=100, max_events=10)
+    assert dropped == {"output": 1, "label": 1, "pair": 3}
+    assert [p.seq for p in store.pairs_since(0)] == [4, 5]
+    assert store.pending_counts() == (0, 0)
