@@ -1,6 +1,6 @@
 """Run every scenario on several seeds for goodhart-agent, each peer and the oracle.
 
-    python -m bench.run [--seeds N] [--quick]
+    python -m bench.run [--seeds N] [--quick] [--methods A,B] [--scenarios WORD,...]
 
 Prints a markdown table: per scenario and method, detections out of seeds (a Goodhart case)
 or runs with any alarm (a quiet case), the median delay in audits after the change, and the
@@ -39,15 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5, help="seeds per scenario (default 5)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, goodhart-agent and the oracle only")
+    ap.add_argument("--methods", default="", help="comma-separated subset of methods (default: all)")
+    ap.add_argument("--scenarios", default="", help="only scenarios whose name contains one of these "
+                    "comma-separated words")
     args = ap.parse_args(argv)
     seeds = 2 if args.quick else args.seeds
     methods = ["goodhart-agent", "oracle CUSUM"] if args.quick else list(METHODS)
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",")]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    words = [w.strip() for w in args.scenarios.split(",") if w.strip()]
     t0 = time.perf_counter()
     print(f"Cells: detections/seeds, median delay in audits after the change, false alarms "
           f"[{seeds} seeds; quiet cases show only false alarms]\n")
     print("| scenario | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for scn in all_scenarios():
+        if words and not any(w in scn.name for w in words):
+            continue
         cells = []
         for m in methods:
             hits, delay, false = evaluate(scn, m, seeds)

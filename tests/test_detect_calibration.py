@@ -55,3 +55,17 @@ def test_empirical_threshold_is_higher_for_skewed_scores() -> None:
 def test_rejects_bad_arl() -> None:
     with pytest.raises(ValueError):
         cusum_threshold(1.0, 0.5)
+
+
+def test_extrapolation_allowance_matches_the_rate_at_the_reference_mean() -> None:
+    from agent.detect.calibration import expected_log_rate, extrapolation_allowance
+
+    h, k, tau, slope_sd = 13.0, 0.5, 0.07, 0.07
+    d = np.array([0.0, 0.5, 1.0, 2.0, 5.0])
+    a = extrapolation_allowance(h, k, tau, slope_sd, d)
+    assert a[0] == 0.0 and np.all(np.diff(a) > 0)
+    base = expected_log_rate(h, k, tau)
+    for dj, aj in zip(d[1:], a[1:], strict=True):
+        assert expected_log_rate(h, k, math.hypot(tau, slope_sd * dj), float(aj)) == pytest.approx(base, abs=1e-3)
+    # cheap near the reference (a 1-s.d. move costs ~0.05 s.d.), large far beyond it
+    assert a[2] < 0.08 and a[4] > 0.6

@@ -298,6 +298,65 @@ def test_weights_make_the_gap_a_population_estimate() -> None:
     assert weighted.sufficient_statistics()["samples"] > plain.sufficient_statistics()["samples"]
 
 
+def test_weighted_level_evidence_catches_a_drop_in_the_under_sampled_stratum_sooner() -> None:
+    # Stratum A: 80% of traffic, audited 8x less (weight 8, a third of the audited pairs).
+    # Its quality drops 1.2: the population mean drops 0.96, the audited-pair mean only 0.4.
+    first: dict[str, list[int]] = {"weighted": [], "unweighted": []}
+    for seed in range(3):
+        rng = np.random.default_rng(90 + seed)
+        n = 1500
+        in_a = rng.random(n) < 1 / 3
+        p = rng.normal(size=n)
+        a = SLOPE * p + rng.normal(scale=NOISE, size=n) - 1.2 * (in_a & (np.arange(n) >= 500))
+        for kind in first:
+            w = np.where(in_a, 8.0, 1.0) if kind == "weighted" else np.ones(n)
+            i, v = run(DecouplingDetector(ARL0), [PairObservation(float(t), p[t], a[t], w[t]) for t in range(n)])
+            assert i is not None and i >= 500, (kind, seed, i)
+            first[kind].append(i - 500)
+            if kind == "weighted":
+                assert v.reason == "audit_dropped"
+                assert v.details["excursion_gap"] == pytest.approx(0.96, abs=0.45)
+    assert np.median(first["weighted"]) < 0.5 * np.median(first["unweighted"]), first
+
+
+def test_weighted_null_run_stays_within_budget() -> None:
+    arl0, n, reps = 1_000.0, 6_000, 3
+    alarms = 0
+    for rep in range(reps):
+        rng = np.random.default_rng(300 + rep)
+        in_a = rng.random(REF + n) < 1 / 3
+        p = rng.normal(size=REF + n) + 0.5 * in_a
+        a = SLOPE * p + rng.normal(scale=NOISE, size=REF + n)
+        det, alarming = DecouplingDetector(arl0), False
+        for i in range(REF + n):
+            det.observe_pair(PairObservation(float(i), float(p[i]), float(a[i]), 8.0 if in_a[i] else 1.0))
+            if i % 2 == 0:
+                v = det.verdict(float(i))
+                now = v.state == "alarm"
+                assert now == (v.statistic > v.threshold)
+                alarms += now and not alarming
+                alarming = now
+    print("false alarms", alarms, "budget", reps * n / arl0)
+    assert alarms <= reps * n / arl0, alarms
+
+
+def test_one_statistic_and_threshold_read_every_cusum() -> None:
+    det = DecouplingDetector(ARL0)
+    pairs = stream(91, 700, normal_proxy, lambda t, p, rng: on_line(t, p, rng) - 0.6 * (t >= 300))
+    states = set()
+    for obs in pairs:
+        det.observe_pair(obs)
+        v = det.verdict(obs.ts)
+        if v.reason == "warming up":
+            continue
+        states.add(v.state)
+        warn = v.details["warn_threshold"]
+        expected = "alarm" if v.statistic > v.threshold else "warn" if v.statistic > warn else "ok"
+        assert v.state == expected
+        assert v.statistic == pytest.approx(max(v.details["level_statistic"], v.details["slope_statistic"]))
+    assert states == {"ok", "warn", "alarm"}
+
+
 def test_late_labels_out_of_order_still_alarm_with_since_at_oldest_output() -> None:
     pairs = stream(60, 800, normal_proxy, lambda t, p, rng: on_line(t, p, rng) - 0.8 * (t >= 300))
     order = np.random.default_rng(61).permutation(np.arange(300, 800))  # labels arrive shuffled

@@ -204,3 +204,43 @@ def empirical_threshold(
 def arl(h: float, k: float, tau: float = 0.0, allowance: float = 0.0) -> float:
     """The expected run length ``1 / E[rate]`` that :func:`cusum_threshold` inverts."""
     return math.exp(-expected_log_rate(h, k, tau, allowance))
+
+
+def extrapolation_allowance(
+    h: float, k: float, tau: float, slope_sd: float, distances: np.ndarray,
+) -> np.ndarray:
+    """Per distance ``d`` (recent proxies' mean, in reference s.d. from the reference mean), the
+    smallest constant ``a >= 0`` to subtract from each increment so that the false-alarm rate
+    averaged over the reference's error there is no larger than at the reference mean.
+
+    Away from the reference mean the estimated line's slope error adds a bias ``e * d`` to the
+    increments (``e ~ N(0, slope_sd^2)``), independent of the intercept error ``tau`` (OLS
+    errors at the mean proxy and of the slope are uncorrelated): the bias s.d. grows to
+    ``sqrt(tau^2 + (slope_sd d)^2)``. Matching the rate keeps a genuine improvement that
+    follows the reference line (even far beyond its range) as quiet as stationary data, and
+    charges nothing near the reference (grows ~ ``h slope_sd^2 d^2`` at first).
+
+    >>> a = extrapolation_allowance(12.0, 0.5, 0.07, 0.07, np.array([0.0, 1.0, 5.0]))
+    >>> bool(a[0] == 0.0 and 0.0 < a[1] < 0.1 < a[2])
+    True
+    """
+    base = expected_log_rate(h, k, tau)
+    t = np.hypot(tau, slope_sd * np.asarray(distances, dtype=float))
+
+    def excess(a: np.ndarray) -> np.ndarray:  # expected log rate minus the base, per distance
+        drift = _NODES[None, :] * t[:, None] - k - a[:, None]
+        logs = siegmund_log_rate(drift.ravel(), h).reshape(drift.shape)
+        top = logs.max(axis=1)
+        return top + np.log(np.sum(_WEIGHTS * np.exp(logs - top[:, None]), axis=1)) - base
+
+    lo, hi = np.zeros(len(t)), np.full(len(t), 0.1)
+    for _ in range(40):  # grow hi until every distance is at or below the base rate
+        grow = excess(hi) > 0
+        if not grow.any():
+            break
+        lo, hi = np.where(grow, hi, lo), np.where(grow, hi * 2.0, hi)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        above = excess(mid) > 0
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.where(excess(np.zeros(len(t))) <= 0, 0.0, hi)

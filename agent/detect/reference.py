@@ -16,8 +16,10 @@ score inherits from the estimated reference (``level_tau_``, ``slope_tau_``) and
 
 Scores (both bounded, roughly unit variance on the reference):
 
-* level: ``clip(z, -c, c)`` with ``z = (audit - predict(proxy)) / scale_``, centred and scaled
-  on the reference; a negative mean says audits fall short of what the proxy promises.
+* level: ``v * clip(z, -c, c)`` with ``z = (audit - predict(proxy)) / scale_`` and ``v`` the
+  pair's sampling weight over the mean audited weight (bounded by ``WEIGHT_CLIP``; 1 without
+  weights), centred and scaled on the reference; a negative mean says audits fall short of what
+  the proxy promises, in the population the weights stand for.
 * slope: the level residual times the proxy's deviation from its *recent* mean (``x - centre``);
   a negative mean says audit no longer follows the proxy within recent traffic (the proxy lost
   its relation to quality), whatever the proxy's level.
@@ -36,6 +38,10 @@ _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
 # reference pairs can show the calibration.
 PROXY_CLIP = 2.0
 PRODUCT_CLIP = 2.0
+# Bound on a pair's normalised sampling weight (weight / mean audited weight) in the level
+# score: a stratum audited 5x less than average counts at most 5x, so a few extreme weights
+# cannot make the increments too heavy-tailed for a few hundred reference pairs to calibrate.
+WEIGHT_CLIP = 5.0
 
 
 def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,20 +58,32 @@ def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _scores(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, a: np.ndarray, b: np.ndarray, bounds: tuple[float, float],
-    clip: float,
+    clip: float, pw: np.ndarray, counts: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Level and slope scores of the sample (x, y) under fits (a, b) whose weights are ``w``."""
+    """Level and slope scores of the sample (x, y) under fits (a, b) whose weights are ``w``
+    (sampling weight ``pw`` times bootstrap ``counts``)."""
     pred = np.clip(a[..., None] + b[..., None] * x, *bounds)
     r = y - pred
     sw = w.sum(axis=-1)
     scale = _SQRT_HALF_PI * (w * np.abs(r)).sum(axis=-1) / sw
     scale = np.maximum(scale, 1e-12)
     psi = np.clip(r / scale[..., None], -clip, clip)
+    # Level evidence is weighted: each pair's residual counts in proportion to the traffic it
+    # stands for (its sampling weight over the mean weight of the audited pairs, bounded), so
+    # the level test watches the population mean residual, the quantity ``gap`` estimates.
+    mean_w = (counts * pw).sum(axis=-1) / counts.sum(axis=-1)
+    wpsi = normalised_weight(pw / mean_w[..., None]) * psi
     mx = (w * x).sum(axis=-1) / sw
     sdx = np.sqrt((w * (x - mx[..., None]) ** 2).sum(axis=-1) / sw)
     sdx = np.maximum(sdx, 1e-12)
     xs = np.clip((x - mx[..., None]) / sdx[..., None], -PROXY_CLIP, PROXY_CLIP)
-    return {"psi": psi, "prod": np.clip(psi * xs, -PRODUCT_CLIP, PRODUCT_CLIP), "scale": scale, "mx": mx, "sdx": sdx}
+    return {"psi": psi, "wpsi": wpsi, "prod": np.clip(psi * xs, -PRODUCT_CLIP, PRODUCT_CLIP), "scale": scale,
+            "mx": mx, "sdx": sdx, "mean_w": mean_w}
+
+
+def normalised_weight(ratio: Any) -> Any:
+    """A sampling weight over the mean audited weight, bounded to [0, WEIGHT_CLIP]."""
+    return np.minimum(ratio, WEIGHT_CLIP)
 
 
 def _moments(v: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,11 +128,12 @@ class ReferenceRelation:
         a, b = _wls(x, y, w)
         a_, b_ = np.atleast_1d(a), np.atleast_1d(b)
         ones = np.ones((1, n))
-        s = _scores(x, y, w[None, :], a_, b_, self.bounds_, self.clip)
+        s = _scores(x, y, w[None, :], a_, b_, self.bounds_, self.clip, w, ones)
         self.intercept_, self.slope_ = float(a), float(b)
         self.scale_ = float(s["scale"][0])
         self.proxy_mean_, self.proxy_sd_ = float(s["mx"][0]), float(s["sdx"][0])
-        lm, ls = _moments(s["psi"], ones)
+        lm, ls = _moments(s["wpsi"], ones)
+        self.weight_mean_ = float(s["mean_w"][0])
         pm, ps = _moments(s["prod"], ones)
         self.level_center_, self.level_scale_ = float(lm[0]), float(ls[0])
         self.slope_center_, self.slope_scale_ = float(pm[0]), float(ps[0])
@@ -139,10 +158,10 @@ class ReferenceRelation:
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.bootstrap).astype(float)
         wb = counts * w[None, :]
         ab, bb = _wls(x[None, :], y[None, :], wb)
-        sb = _scores(x, y, wb, ab, bb, self.bounds_, self.clip)
-        lmb, lsb = _moments(sb["psi"], counts)
+        sb = _scores(x, y, wb, ab, bb, self.bounds_, self.clip, w, counts)
+        lmb, lsb = _moments(sb["wpsi"], counts)
         pmb, psb = _moments(sb["prod"], counts)
-        level_future = ((sb["psi"] - lmb[:, None]) / lsb[:, None]).mean(axis=1)
+        level_future = ((sb["wpsi"] - lmb[:, None]) / lsb[:, None]).mean(axis=1)
         slope_future = ((sb["prod"] - pmb[:, None]) / psb[:, None]).mean(axis=1)
         # The bootstrap can understate the error under unequal weights; never go below the
         # sandwich error of the prediction at the traffic's mean proxy.
@@ -150,13 +169,13 @@ class ReferenceRelation:
         self.level_tau_ = max(float(level_future.std()), analytic)
         # Future scores also spread more than in-sample ones (the fit chased this sample's
         # noise); the calibration widens the reference scores by the bootstrap's ratio.
-        sd_level = ((sb["psi"] - lmb[:, None]) / lsb[:, None]).std(axis=1)
+        sd_level = ((sb["wpsi"] - lmb[:, None]) / lsb[:, None]).std(axis=1)
         sd_slope = ((sb["prod"] - pmb[:, None]) / psb[:, None]).std(axis=1)
         self.level_inflation_ = max(1.0, float(np.mean(sd_level)))
         self.slope_inflation_ = max(1.0, float(np.mean(sd_slope)))
         # Alarm-oriented increments of the reference itself (larger = audit below promise),
         # the empirical distribution the thresholds are calibrated on; not part of the state.
-        self.level_scores_ = -(s["psi"][0] - self.level_center_) / self.level_scale_
+        self.level_scores_ = -(s["wpsi"][0] - self.level_center_) / self.level_scale_
         self.slope_scores_ = -(s["prod"][0] - self.slope_center_) / self.slope_scale_
         self.slope_tau_ = float(slope_future.std())
         # Slope error in level-score units per proxy s.d.: the bias that extrapolating to a
@@ -180,15 +199,16 @@ class ReferenceRelation:
         """Proxy in reference s.d. units from the reference mean."""
         return (proxy - self.proxy_mean_) / self.proxy_sd_
 
-    def scores(self, proxy: float, audit: float, centre: float) -> tuple[float, float, float]:
+    def scores(self, proxy: float, audit: float, centre: float, weight: float = 1.0) -> tuple[float, float, float]:
         """(residual, level score, slope score) of one pair; ``centre`` is the recent mean of
-        the standardised proxy, around which the slope score measures co-movement."""
+        the standardised proxy, around which the slope score measures co-movement; ``weight``
+        the pair's sampling weight over the recent mean audited weight (1 when unweighted)."""
         c = self.clip
         r = audit - self.predict(proxy)
         psi = min(max(r / self.scale_, -c), c)
         xs = min(max(self.standardise_proxy(proxy) - centre, -PROXY_CLIP), PROXY_CLIP)
         prod = min(max(psi * xs, -PRODUCT_CLIP), PRODUCT_CLIP)
-        level = (psi - self.level_center_) / self.level_scale_
+        level = (min(weight, WEIGHT_CLIP) * psi - self.level_center_) / self.level_scale_
         slope = (prod - self.slope_center_) / self.slope_scale_
         return r, level, slope
 
@@ -197,7 +217,7 @@ class ReferenceRelation:
         "intercept_", "slope_", "scale_", "proxy_mean_", "proxy_sd_", "level_center_", "level_scale_",
         "slope_center_", "slope_scale_", "proxy_min_", "proxy_max_", "audit_mean_", "n_", "n_eff_",
         "rank_corr_", "level_tau_", "slope_tau_", "slope_sd_", "level_inflation_", "slope_inflation_",
-        "coef_cov_",
+        "coef_cov_", "weight_mean_",
     )
 
     def to_dict(self) -> dict[str, Any]:
