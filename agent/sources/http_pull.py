@@ -1,0 +1,350 @@
+"""Records pulled from an HTTP endpoint (the app, or an observability store) page by page.
+
+Each :meth:`HttpPullSource.read` fetches one page: ``GET url?<cursor_param>=<cursor>``. The reply
+is a JSON object holding the records at ``records_field`` and the next cursor at ``cursor_field``
+(a JSON pointer such as ``/page/next`` or a dotted path such as ``next_cursor``), a JSON array, or
+NDJSON; for the last two (or with ``cursor_field: null``) the cursor is the last record's
+``cursor_record_field`` (``ts`` by default, or ``id``). The page's checkpoint is that cursor: the
+pipeline stores the records and the cursor in one transaction and only then calls
+:meth:`commit`, so a crash re-fetches at most one page, which the join by id makes harmless.
+
+Pages follow each other immediately until one is empty, carries no new cursor, or repeats the cursor
+it was asked with; then the source waits ``poll_seconds`` before asking again. Errors (timeouts,
+refused connections, TLS, 429, 5xx, 4xx, bodies that are not JSON or too large) are counted by
+reason and answered with exponential backoff with jitter, or exactly the server's ``Retry-After``;
+while backing off, :meth:`read` returns an empty batch without touching the network.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from agent import __version__
+from agent.config import Config, ConfigError, SourceConfig
+from agent.records import get_path
+from agent.sources.base import Batch, Source
+from agent.sources.http_push import as_items
+from agent.sources.secrets import bearer_token, from_env, from_file
+
+log = logging.getLogger(__name__)
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
+                          "application/x-jsonlines"})
+#: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
+ERROR_REASONS = ("timeout", "connection", "tls", "http_429", "http_5xx", "http_4xx", "bad_body", "too_large")
+MAX_RETRY_AFTER_SECONDS = 3600.0  # a sanity bound on what a server may ask for
+READ_CHUNK = 64 * 1024
+
+
+class PullError(Exception):
+    """One failed fetch: ``reason`` for the error counter, ``retry_after`` when the server said."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def lookup(doc: Any, path: str) -> Any:
+    """A JSON pointer (``/a/0/b``) or a dotted path (``a.b``) into a decoded reply; None when missing.
+
+    >>> lookup({"page": {"next": "c2"}}, "/page/next"), lookup({"page": {"next": "c2"}}, "page.next")
+    ('c2', 'c2')
+    >>> lookup({"a/b": [1, 2]}, "/a~1b/1")
+    2
+    """
+    if not path.startswith("/"):
+        parts: list[str] = path.split(".")
+    else:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+    for part in parts:
+        if isinstance(doc, dict) and part in doc:
+            doc = doc[part]
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+    return doc
+
+
+def parse_retry_after(value: str | None, now_epoch: float | None = None) -> float | None:
+    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None when absent or unusable.
+
+    >>> parse_retry_after("7"), parse_retry_after("soon"), parse_retry_after(None)
+    (7.0, None, None)
+    >>> parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now_epoch=40.0)
+    60.0
+    """
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_SECONDS)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    now = time.time() if now_epoch is None else now_epoch
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_SECONDS)
+
+
+def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": between half and all of ``initial * 2**(failures-1)``.
+
+    >>> rng = random.Random(1)
+    >>> [round(backoff_delay(n, 1.0, 10.0, rng), 2) for n in (1, 2, 3, 4, 5, 6)]
+    [0.57, 1.85, 3.53, 5.02, 7.48, 7.25]
+    """
+    ceiling = min(maximum, initial * 2.0 ** min(failures - 1, 62))
+    return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+
+
+@dataclass
+class Page:
+    items: list[bytes | dict[str, Any]] = field(default_factory=list)
+    too_large: int = 0
+    cursor: Any = None  # the next cursor, None when the reply gave none
+
+
+class HttpPullSource(Source):
+    name = "http_pull"
+
+    def __init__(self, settings: SourceConfig, max_record_bytes: int, checkpoint: dict[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        """``headers`` are sent with every request (resolved secrets included); ``clock`` paces backoff."""
+        super().__init__()
+        self.errors.update(dict.fromkeys(ERROR_REASONS, 0))
+        if not settings.url:
+            raise ConfigError(["source.url: required when type is http_pull"])
+        self.settings = settings
+        self.url = settings.url
+        self.max_record_bytes = max_record_bytes
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.cursor: Any = checkpoint.get("cursor") if checkpoint else settings.cursor_start
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"goodhart-agent/{__version__}"
+        self.session.headers.update(headers or {})
+        self.failures = 0
+        self.not_before = 0.0  # no request before this clock time (backoff, or the poll interval)
+        self._up = False
+        self._where = _loggable(self.url)
+        if not settings.verify_tls:
+            log.warning("TLS certificates of the pull URL are not verified", extra={"fields": {"url": self._where}})
+
+    @classmethod
+    def from_config(cls, config: Config, checkpoint: dict[str, Any] | None) -> HttpPullSource:
+        s = config.source
+        if s is None:
+            raise ConfigError(["source: required"])
+        headers = dict(s.headers)
+        for name, var in s.headers_env.items():
+            headers[name] = from_env(var, f"source.headers_env.{name}")
+        for name, path in s.headers_file.items():
+            headers[name] = from_file(path, f"source.headers_file.{name}")
+        token = bearer_token(s.token_env, s.token_file)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return cls(s, config.limits.max_record_bytes, checkpoint, headers)
+
+    # -- one page ------------------------------------------------------------------------------------
+    def read(self, max_items: int) -> Batch:
+        """The next page (its size is the server's: a cursor cannot split it), or nothing while waiting."""
+        now = self.clock()
+        if now < self.not_before:
+            return Batch()
+        sent = self.cursor
+        try:
+            page = self._fetch(sent)
+        except PullError as err:
+            self._failed(err, now)
+            return Batch()
+        if self.failures or not self._up:
+            log.info("pull source reachable", extra={"fields": {"url": self._where}})
+        self.failures = 0
+        self._up = True
+        more = bool(page.items) and page.cursor is not None and page.cursor != sent
+        if not more:
+            self.not_before = now + self.settings.poll_seconds
+        checkpoint = {"cursor": page.cursor} if page.cursor is not None and page.cursor != sent else None
+        return Batch(items=page.items, checkpoint=checkpoint, too_large=page.too_large)
+
+    def commit(self, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            self.cursor = checkpoint["cursor"]
+
+    def _failed(self, err: PullError, now: float) -> None:
+        self.count_error(err.reason)
+        self.failures += 1
+        if err.retry_after is not None:
+            delay = err.retry_after
+        else:
+            delay = backoff_delay(self.failures, self.settings.backoff_initial_seconds,
+                                  self.settings.backoff_max_seconds, self.rng)
+        self.not_before = now + delay
+        self._up = err.reason == "http_429"  # throttled, but reachable
+        log.warning("pull failed", extra={"fields": {"url": self._where, "reason": err.reason, "error": str(err),
+                                                     "failures": self.failures, "retry_in_seconds": round(delay, 3)}})
+
+    def _fetch(self, cursor: Any) -> Page:
+        s = self.settings
+        params = dict(s.params)
+        if cursor is not None:
+            params[s.cursor_param] = _cursor_text(cursor)
+        verify: bool | str = s.ca_bundle if (s.verify_tls and s.ca_bundle) else s.verify_tls
+        deadline = time.monotonic() + s.timeout_seconds
+        try:
+            with self.session.get(self.url, params=params, timeout=s.timeout_seconds, verify=verify,
+                                  stream=True) as resp:
+                status = resp.status_code
+                if status == 429 or status >= 500:
+                    raise PullError("http_429" if status == 429 else "http_5xx", f"status {status}",
+                                    parse_retry_after(resp.headers.get("Retry-After")))
+                if status >= 400:
+                    raise PullError("http_4xx", f"status {status}")
+                if status == 204:
+                    return Page()
+                body = self._read_body(resp, deadline)
+                content_type = resp.headers.get("Content-Type", "")
+        except requests.exceptions.SSLError as err:
+            raise PullError("tls", type(err).__name__) from None
+        except requests.exceptions.Timeout as err:
+            raise PullError("timeout", type(err).__name__) from None
+        except requests.exceptions.RequestException as err:
+            raise PullError("connection", type(err).__name__) from None
+        return self._decode(body, content_type)
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        """The body up to ``max_reply_bytes`` (decompressed), within the request's whole time budget:
+        a server dripping bytes slowly times out too, not only one that goes silent."""
+        limit = self.settings.max_reply_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PullError("too_large", f"{declared} bytes")
+        raw = resp.raw
+        read = getattr(raw, "read1", None) or raw.read  # read1 (urllib3 2) returns what one recv gives
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PullError("timeout", "reply slower than timeout_seconds")
+                sock = getattr(getattr(raw, "connection", None), "sock", None)
+                if sock is not None:
+                    sock.settimeout(remaining)
+                chunk = read(READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > limit:
+                    raise PullError("too_large", f"more than {limit} bytes")
+                chunks.append(chunk)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise PullError("timeout", "reply slower than timeout_seconds") from None
+        except urllib3.exceptions.DecodeError:
+            raise PullError("bad_body", "Content-Encoding does not decode") from None
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise PullError("connection", type(err).__name__) from None
+
+    # -- decoding ---------------------------------------------------------------------------------------
+    def _decode(self, body: bytes, content_type: str) -> Page:
+        kind = content_type.split(";", 1)[0].strip().lower()
+        if kind in NDJSON_TYPES:
+            return self._decode_lines(body)
+        if not body.strip():
+            return Page()
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise PullError("bad_body", "reply is neither JSON nor NDJSON") from None
+        if isinstance(doc, list):
+            return Page(items=as_items(doc), cursor=self._record_cursor(doc))
+        if not isinstance(doc, dict):
+            raise PullError("bad_body", "reply is not a JSON object or array")
+        records = lookup(doc, self.settings.records_field)
+        if not isinstance(records, list):
+            raise PullError("bad_body", f"no list of records at {self.settings.records_field}")
+        if self.settings.cursor_field is None:
+            return Page(items=as_items(records), cursor=self._record_cursor(records))
+        return Page(items=as_items(records), cursor=_scalar(lookup(doc, self.settings.cursor_field)))
+
+    def _decode_lines(self, body: bytes) -> Page:
+        page = Page()
+        decoded: list[Any] = []
+        for raw in body.split(b"\n"):
+            line = raw.strip()
+            if not line:
+                continue
+            if len(line) > self.max_record_bytes:
+                page.too_large += 1
+                continue
+            try:
+                obj = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                page.items.append(line)  # the parser rejects it as not_json
+                continue
+            page.items.append(obj)
+            decoded.append(obj)
+        page.cursor = self._record_cursor(decoded)
+        return page
+
+    def _record_cursor(self, records: list[Any]) -> Any:
+        """The last record's ``cursor_record_field``: the position after the newest record of the page."""
+        for record in reversed(records):
+            value = _scalar(get_path(record, self.settings.cursor_record_field) if isinstance(record, dict) else None)
+            if value is not None:
+                return value
+        return None
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+
+def _scalar(value: Any) -> str | int | float | None:
+    """A usable cursor value: a non-empty string or a number; anything else means "no cursor"."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+        return value
+    return None
+
+
+def _loggable(url: str) -> str:
+    """The URL without credentials, query or fragment: logs never carry a secret that rode in the URL.
+
+    >>> _loggable("https://user:pw@logs.example:8443/v1/records?api_key=k#x")
+    'https://logs.example:8443/v1/records'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _cursor_text(cursor: Any) -> str:
+    """A cursor as a query value: integral floats without ``.0`` (``1790000123``), others as they are."""
+    if isinstance(cursor, float) and math.isfinite(cursor) and cursor.is_integer():
+        return str(int(cursor))
+    return str(cursor)

@@ -1,0 +1,227 @@
+"""Records pushed by the app over HTTP: ``POST /v1/records``.
+
+The app lives in the same pod, so the endpoint has its own listener bound to localhost by default
+(``source.listen``, default ``127.0.0.1:10101``), apart from the ``/metrics`` port Prometheus
+scrapes; ``source.listen: shared`` serves it on the agent's main listener instead.
+
+*Accepted means persisted*: the handler stores the request's records in one store transaction
+(``Pipeline.ingest_items``) before it answers 202, so a record the app saw accepted survives a crash
+right after the reply. Everything that can be refused from the headers is refused before the body
+is held in memory (401 token, 415 type, 413 size, 429 busy: the body is skipped in small chunks, or
+not read at all above the size limit), and at most ``source.max_in_flight`` bodies are held and
+ingested at a time, so a flood costs sockets and 429s, not memory. :meth:`read` returns nothing:
+pushes never wait for the ingest schedule.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from agent.config import PUSH_SHARED_LISTENER, Config, ConfigError, parse_listen
+from agent.pipeline import Pipeline
+from agent.server import HttpServer, Request, Response
+from agent.sources.base import Batch, Source
+from agent.sources.secrets import bearer_token
+
+log = logging.getLogger(__name__)
+
+PUSH_PATH = "/v1/records"
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
+                          "application/x-jsonlines"})
+#: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
+ERROR_REASONS = ("unauthorized", "unsupported_media_type", "too_large", "busy", "bad_body", "ingest_failed")
+CLOSE_WAIT_SECONDS = 10.0
+
+
+class BodyError(ValueError):
+    """A request body that cannot be decoded into records (answered 400)."""
+
+
+def media_type(content_type: str) -> str:
+    """``application/json; charset=utf-8`` → ``application/json``."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def decode_body(kind: str, body: bytes) -> list[bytes | dict[str, Any]]:
+    """The records in a body: decoded objects for JSON, raw lines for NDJSON (the parser decodes them).
+
+    >>> decode_body("application/json", b'[{"id": "a"}, {"id": "b"}]')
+    [{'id': 'a'}, {'id': 'b'}]
+    >>> decode_body("application/x-ndjson", b'{"id": "a"}\\r\\n\\n{"id": "b"}\\n')
+    [b'{"id": "a"}', b'{"id": "b"}']
+    """
+    if not body.strip():
+        raise BodyError("empty body")
+    if kind in NDJSON_TYPES:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BodyError("body is not UTF-8") from None
+        return [line.strip() for line in body.split(b"\n") if line.strip()]
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BodyError("body is not valid JSON") from None
+    if isinstance(doc, dict):
+        return [doc]
+    if isinstance(doc, list):
+        return as_items(doc)
+    raise BodyError("body must be a JSON object or an array of objects")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def as_items(values: list[Any]) -> list[bytes | dict[str, Any]]:
+    """Decoded array items for the pipeline: objects as they are, anything else re-encoded so the
+    parser rejects it as ``not_object`` (the pipeline parses non-dicts as raw lines)."""
+    return [v if isinstance(v, dict) else json.dumps(v).encode() for v in values]
+
+
+class HttpPushSource(Source):
+    name = "http_push"
+
+    def __init__(self, pipeline: Pipeline, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
+                 max_body_bytes: int = 1 << 20, max_in_flight: int = 4, retry_after_seconds: int = 1,
+                 token: str | None = None) -> None:
+        """Serve on ``server`` when given (the agent's listener), else on a new listener at ``listen``."""
+        super().__init__()
+        self.errors.update(dict.fromkeys(ERROR_REASONS, 0))
+        self.pipeline = pipeline
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.retry_after_seconds = retry_after_seconds
+        self._token = token.encode() if token else None
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
+        self._serving = False
+        self._own = server is None
+        if server is None:
+            host, port = parse_listen(listen)
+            try:
+                server = HttpServer(host, port, max_body=max_body_bytes)
+            except OSError as err:
+                raise RuntimeError(f"source.listen {listen}: {err.strerror}") from None
+            if token is None and not _is_loopback(host):
+                log.warning("push endpoint listens beyond localhost without a token",
+                            extra={"fields": {"listen": listen}})
+        self.server = server
+        server.route("POST", PUSH_PATH, self.handle, max_body=max_body_bytes, admit=self.admit)
+
+    @classmethod
+    def from_config(cls, config: Config, pipeline: Pipeline, agent_server: HttpServer | None) -> HttpPushSource:
+        s = config.source
+        if s is None:
+            raise ConfigError(["source: required"])
+        shared = s.listen == PUSH_SHARED_LISTENER
+        if shared and agent_server is None:
+            raise ConfigError(["source.listen: 'shared' needs the agent's listener"])
+        return cls(pipeline, listen=s.listen, server=agent_server if shared else None,
+                   max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
+                   retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file))
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def in_flight(self) -> int:
+        """Pushes holding a slot right now (being read, waiting for the pipeline, or being stored)."""
+        return self._in_flight
+
+    # -- the endpoint ------------------------------------------------------------------------------
+    def _refuse(self, reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        self.count_error(reason)
+        return Response.json({"error": message}, status, headers)
+
+    def _authorized(self, header: str) -> bool:
+        assert self._token is not None
+        scheme, _, given = header.strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+    @contextmanager
+    def admit(self, request: Request) -> Iterator[Response | None]:
+        """Checks that need only the headers, before the body is kept in memory; holds an in-flight slot."""
+        if self._token is not None and not self._authorized(request.headers.get("authorization", "")):
+            yield self._refuse("unauthorized", 401, "missing or wrong bearer token",
+                               {"WWW-Authenticate": 'Bearer realm="goodhart-agent"'})
+            return
+        kind = media_type(request.headers.get("content-type", ""))
+        if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
+            yield self._refuse("unsupported_media_type", 415,
+                               "Content-Type must be application/json or application/x-ndjson")
+            return
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            yield self._refuse("too_large", 413, f"body above {self.max_body_bytes} bytes")
+            return
+        if not self._slots.acquire(blocking=False):
+            yield self._refuse("busy", 429, "too many pushes in flight, retry later",
+                               {"Retry-After": str(self.retry_after_seconds)})
+            return
+        with self._count_lock:
+            self._in_flight += 1
+        try:
+            yield None
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+            self._slots.release()
+
+    def handle(self, request: Request) -> Response:
+        """Decode, store in one transaction, then answer: the 202 means the records are on disk."""
+        try:
+            items = decode_body(media_type(request.headers.get("content-type", "")), request.body)
+        except BodyError as err:
+            return self._refuse("bad_body", 400, str(err))
+        try:
+            result = self.pipeline.ingest_items(self.name, items)
+        except Exception:
+            log.exception("push ingest failed")
+            return self._refuse("ingest_failed", 503, "records not stored, retry later",
+                                {"Retry-After": str(self.retry_after_seconds)})
+        rejected = sum(result.rejected.values())
+        return Response.json({"accepted": result.accepted, "rejected": rejected,
+                              "reasons": dict(sorted(result.rejected.items()))}, 202)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def read(self, max_items: int) -> Batch:
+        return Batch()  # pushes are stored as they arrive
+
+    def start(self) -> None:
+        if self._own:
+            self.server.start()
+        self._serving = True
+
+    def close(self) -> None:
+        """Stop accepting, then wait (bounded) for pushes already inside so their replies hold."""
+        if self._own:
+            if self._serving:
+                self.server.stop()
+            else:
+                self.server.httpd.server_close()  # bound but never served: shutdown() would wait forever
+        self._serving = False
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        taken = 0
+        while taken < self.max_in_flight and self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            taken += 1
+        for _ in range(taken):
+            self._slots.release()
+
+    @property
+    def up(self) -> bool:
+        return self._serving
