@@ -42,13 +42,25 @@ class AlarmBook:
         shows when each pair left warming-up and when it alarmed.
         """
         current = self.state(key)
-        if current.initialised and current.state == verdict.state:
+        state = self.effective_state(current.state, verdict)
+        if current.initialised and current.state == state:
             return None
         previous = current.state
-        current.state, current.since, current.initialised = verdict.state, now, True
-        if previous == verdict.state:
+        current.state, current.since, current.initialised = state, now, True
+        if previous == state:
             return None
-        return make_event(key, verdict, previous, now)
+        return make_event(key, verdict, previous, now, state)
+
+    @staticmethod
+    def effective_state(current: str, verdict: Verdict) -> str:
+        """An alarm latches until the detector says ``ok`` (or a rebaseline restarts warm-up).
+
+        A CUSUM hovering around its threshold would otherwise flap alarm → warn → alarm, each
+        flap restarting the page's ``for:`` timer and spamming the events file.
+        """
+        if current == "alarm" and verdict.state == "warn" and verdict.reason != "warming up":
+            return "alarm"
+        return verdict.state
 
     def to_dict(self, key: PairKey) -> dict[str, Any]:
         s = self.state(key)
@@ -59,11 +71,12 @@ class AlarmBook:
                                        bool(data.get("initialised", False)))
 
 
-def make_event(key: PairKey, verdict: Verdict, previous: str, now: float) -> dict[str, Any]:
+def make_event(key: PairKey, verdict: Verdict, previous: str, now: float,
+               state: str | None = None) -> dict[str, Any]:
     proxy, audit, segment = key
     event: dict[str, Any] = {
         "ts": now, "proxy": proxy, "audit": audit, "segment": segment,
-        "state": verdict.state, "previous": previous,
+        "state": state or verdict.state, "previous": previous,
         "statistic": _finite_or_none(float(verdict.statistic)),
         "threshold": _finite_or_none(float(verdict.threshold)),
     }

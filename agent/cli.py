@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", required=True, help="YAML config file")
     rep.add_argument("input", help="recorded records, one JSON object per line")
     rep.add_argument("--events-out", required=True, help="where to write one JSON line per alarm state change")
+    rep.add_argument("--metrics-out", help="also write the final /metrics exposition (Prometheus text) here")
 
     demo = command("demo", "A simulated support bot that games its proxies, watched by the real daemon.")
     demo.add_argument("--listen", type=_listen, default="127.0.0.1:10100", help="HOST:PORT (default 127.0.0.1:10100)")
@@ -91,6 +92,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"false alarms: at most 1 per {gamma:,.0f} audits for the whole deployment "
           f"(about every {days:,.1f} days at {audits_per_second:g} audits/s); "
           f"per test {per_test_arl(config):,.0f} audited pairs")
+    from agent.audit import key_problems
+
+    for problem in key_problems(config):  # where check-config runs is often not where the daemon runs
+        print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -110,7 +115,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         with open(args.events_out, "w", encoding="utf-8") as events:
-            summary = replay(config, args.input, events, progress=sys.stderr)
+            summary = replay(config, args.input, events, progress=sys.stderr, metrics_out=args.metrics_out)
     except FileNotFoundError as err:
         print(f"goodhart-agent: {err.filename}: no such file", file=sys.stderr)
         return EXIT_USAGE

@@ -102,7 +102,7 @@ class SourceConfig(Strict):
                         description="HOST:PORT of the push listener, or 'shared' for the agent's main listener")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=256 << 20, description="largest push body (413 above)")
     max_in_flight: int = Field(default=4, ge=1, le=256, description="pushes read and stored at once (429 above)")
-    retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429")
+    retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
     # http_pull
     url: str | None = Field(default=None, description="the URL polled (type http_pull)")
     params: dict[str, str] = Field(default_factory=dict, description="extra query parameters, e.g. a page size")
@@ -172,17 +172,18 @@ class _KeyedValueError(ValueError):
 class LengthCompute(Strict):
     """Length of a text: characters, words, or an approximate token count."""
 
-    kind: Literal["length"]
-    field: DottedPath = "output"
-    unit: Literal["chars", "words", "tokens"] = "words"
+    kind: Literal["length"] = Field(description="length, duration, match, json_valid or model (docs/cookbook.md)")
+    field: DottedPath = Field(default="output", description="length, match, json_valid, model: the text's path")
+    unit: Literal["chars", "words", "tokens"] = Field(
+        default="words", description="length: characters, words, or an approximate token count")
 
 
 class DurationCompute(Strict):
     """Seconds from ``start`` to ``end``, two timestamps (epoch seconds or RFC 3339) in the record."""
 
     kind: Literal["duration"]
-    start: DottedPath
-    end: DottedPath
+    start: DottedPath = Field(description="duration: path of the start time (epoch seconds or RFC 3339)")
+    end: DottedPath = Field(description="duration: path of the end time; the proxy is end - start in seconds")
 
 
 class MatchCompute(Strict):
@@ -190,11 +191,13 @@ class MatchCompute(Strict):
 
     kind: Literal["match"]
     field: DottedPath = "output"
-    regex: str | None = Field(default=None, min_length=1, max_length=4096)
+    regex: str | None = Field(default=None, min_length=1, max_length=4096,
+                              description="match: a regular expression searched anywhere in the text")
     keywords: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        default=None, min_length=1, max_length=1000)
-    case_insensitive: bool = True
-    timeout_seconds: float = Field(default=0.05, gt=0, le=5, description="per record; slower counts as regex_timeout")
+        default=None, min_length=1, max_length=1000, description="match: or: words or phrases, matched whole")
+    case_insensitive: bool = Field(default=True, description="match: ignore case")
+    timeout_seconds: float = Field(default=0.05, gt=0, le=5,
+                                   description="match: per record; a slower match fails as regex_timeout")
     _pattern: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -219,7 +222,8 @@ class JsonValidCompute(Strict):
 
     kind: Literal["json_valid"]
     field: DottedPath = "output"
-    schema_: dict[str, Any] | str | None = Field(default=None, alias="schema")
+    schema_: dict[str, Any] | str | None = Field(
+        default=None, alias="schema", description="json_valid: a JSON Schema the value must satisfy, inline or a file")
     _validator: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -242,12 +246,16 @@ class ModelCompute(Strict):
     """A scikit-learn pipeline saved with skops, applied to a text; loaded and checked here."""
 
     kind: Literal["model"]
-    path: str = Field(min_length=1, description="skops file; relative paths are from the working directory")
+    path: str = Field(min_length=1, description="model: a skops file (relative to the working directory)")
     field: DottedPath = "output"
-    output: Literal["auto", "proba", "predict"] = "auto"
-    positive_class: bool | int | str | None = None
-    trusted: list[str] = Field(default_factory=list, description="types beyond skops' defaults you trust")
-    version: str | None = Field(default=None, min_length=1, max_length=64, description="default: the file's hash")
+    output: Literal["auto", "proba", "predict"] = Field(
+        default="auto", description="model: proba (classifiers; auto when available) or predict")
+    positive_class: bool | int | str | None = Field(
+        default=None, description="model: the class whose probability is the proxy (default: the last)")
+    trusted: list[str] = Field(default_factory=list,
+                               description="model: types beyond skops' defaults that you trust the file with")
+    version: str | None = Field(default=None, min_length=1, max_length=64,
+                                description="model: shown in goodhart_proxy_model_info (default: the file's hash)")
     _loaded: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -419,7 +427,7 @@ class SegmentsConfig(Strict):
 class StratifyConfig(Strict):
     """Oversample where the proxy looks best; inverse-probability weights keep estimates unbiased."""
 
-    proxy: Name
+    proxy: Name = Field(description="the proxy whose recent quantiles define the strata")
     weights: list[Annotated[float, Field(gt=0)]] = Field(
         default=[1.0, 1.0, 1.0, 3.0], min_length=2, max_length=20,
         description="relative sampling intensity per proxy-quantile stratum, worst to best")
@@ -436,6 +444,8 @@ class ScheduleConfig(Strict):
     ingest_seconds: PositiveSeconds = Field(1.0, description="how often the source is read")
     detect_seconds: PositiveSeconds = Field(15.0, description="how often detectors give verdicts")
     retention_seconds: PositiveSeconds = Field(300.0, description="how often expired state is dropped")
+    checkpoint_seconds: PositiveSeconds = Field(
+        300.0, description="how often detector state is saved; after a crash, at most this much is re-fed")
     audit_seconds: PositiveSeconds = Field(default=1.0, description="how often due judge/grader audits are sent")
 
 

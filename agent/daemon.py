@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from agent import __version__
+from agent.audit import build_audits
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, parse_listen
 from agent.exporter import AgentCollector
@@ -34,13 +35,22 @@ events_log = logging.getLogger("agent.events")
 INGEST_BATCHES_PER_RUN = 20  # bounds one ingest step so shutdown and detect are never starved
 
 
-def build_source(config: Config, store: Store) -> Source:
+def build_source(config: Config, store: Store, pipeline: Pipeline, server: HttpServer | None = None) -> Source:
+    """The configured source; a push source serves on ``server`` (the agent's listener) when so configured."""
     if config.source is None:
         raise ConfigError(["source: required for run (type jsonl, http_push or http_pull)"])
     if config.source.type == "jsonl":
         assert config.source.path is not None
         return JsonlSource(config.source.path, config.limits.max_record_bytes, store.get_offset(JsonlSource.name),
                            config.source.start_at)
+    if config.source.type == "http_push":
+        from agent.sources.http_push import HttpPushSource
+
+        return HttpPushSource.from_config(config, pipeline, server)
+    if config.source.type == "http_pull":
+        from agent.sources.http_pull import HttpPullSource
+
+        return HttpPullSource.from_config(config, store.get_offset(HttpPullSource.name))
     raise ConfigError([f"source.type: {config.source.type} is not available in this build"])
 
 
@@ -55,13 +65,19 @@ class Agent:
         self.store = Store(state_dir)
         self.pipeline = Pipeline(config, self.store, WallClock())
         self.pipeline.event_sinks.append(self._log_event)
-        self.source = build_source(config, self.store)
+        # judges and graders hook into ingest, so they are wired before anything can ingest
+        self.audits = build_audits(config, self.pipeline, should_stop=lambda: self._stopping.is_set())
+        host, port = parse_listen(listen or config.listen)
+        self.server = HttpServer(host, port)
+        self.source = build_source(config, self.store, self.pipeline, self.server)
         self.registry = CollectorRegistry(auto_describe=True)
         self.components: dict[str, Callable[[], bool]] = {"source": lambda: self.source.up,
                                                           "store": lambda: self.store.is_open}
-        self.registry.register(AgentCollector(self.pipeline, self.components, extra=[self._source_metrics]))
-        host, port = parse_listen(listen or config.listen)
-        self.server = HttpServer(host, port)
+        extra: list[Callable[[], Iterator[Metric]]] = [self._source_metrics]
+        if self.audits is not None:
+            self.components.update(self.audits.components())
+            extra.append(self.audits.collect)
+        self.registry.register(AgentCollector(self.pipeline, self.components, extra=extra))
         add_standard_routes(self.server, self.registry, self._ready, __version__)
         self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
         self.server.route("GET", "/v1/events", self._events)
@@ -69,11 +85,14 @@ class Agent:
         from agent.scheduler import build_scheduler
 
         s = config.schedule
-        self.scheduler = build_scheduler(self.pipeline, {
+        jobs: dict[str, tuple[float, Callable[[], object]]] = {
             "ingest": (s.ingest_seconds, self._ingest),
             "detect": (s.detect_seconds, self.pipeline.detect),
             "retention": (s.retention_seconds, self.pipeline.retention),
-        })
+        }
+        if self.audits is not None:
+            jobs["audit"] = (s.audit_seconds, self.audits.step)
+        self.scheduler = build_scheduler(self.pipeline, jobs)
 
     @property
     def port(self) -> int:
@@ -119,6 +138,7 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.server.start()
+        self.source.start()
         self.scheduler.start()
         log.info("agent started", extra={"fields": {"listen": f"{self.server.httpd.server_address}",
                                                      "version": __version__, "state_dir": self.config.state_dir}})
@@ -127,7 +147,10 @@ class Agent:
         self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.audits is not None:
+            self.audits.close()
         self.pipeline.run_job("detect", self.pipeline.detect)
+        self.pipeline.run_job("checkpoint", self.pipeline.checkpoint)
         self.server.stop()
         self.source.close()
         self.store.close()

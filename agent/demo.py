@@ -5,7 +5,10 @@ resolution time (the proxies); whether it was *actually resolved* (the audit) ar
 label, for half of the conversations, like a ticket that is or is not reopened. After
 ``change_after`` seconds of demo time a new bot version starts closing conversations early:
 resolution time and thumbs-up improve, actual resolution falls. The daemon's pipeline (JSONL
-source, store, scheduler, exporter) runs on embedded defaults in a temporary state directory.
+source, store, scheduler, exporter) runs on embedded defaults in a temporary state directory; a
+reviewer (an OpenAI-compatible judge stand-in on 127.0.0.1) scores a sample on a 1-5 rubric, and
+when skops is installed a small text model trained at start gives a learned proxy. The simulated
+world lives in :mod:`agent.demo_world`.
 """
 
 from __future__ import annotations
@@ -23,52 +26,37 @@ from typing import IO, Any
 
 from agent.config import Config, config_from_mapping
 from agent.daemon import Agent
+from agent.demo_world import ReviewerJudge, SupportBot, train_thumbs_model
 from agent.pipeline import Event
 
-SEGMENTS = {"billing": 0.2, "technical": 0.6, "account": 0.4}  # typical difficulty
 
-
-def demo_config(state_dir: Path, records_path: Path, speedup: float) -> Config:
+def demo_config(state_dir: Path, records_path: Path, speedup: float, judge_url: str,
+                model_path: Path | None) -> Config:
+    proxies: list[dict[str, Any]] = [
+        {"name": "thumbs_up", "field": "proxy.thumbs_up", "direction": "higher"},
+        {"name": "resolution_seconds", "field": "proxy.resolution_seconds", "direction": "lower"},
+        {"name": "answer_words", "compute": {"kind": "length", "field": "output", "unit": "words"}},
+    ]
+    if model_path is not None:
+        proxies.append({"name": "predicted_thumbs", "compute": {"kind": "model", "path": str(model_path),
+                                                                "field": "output", "version": "demo-v1"}})
     return config_from_mapping({
         "source": {"type": "jsonl", "path": str(records_path)},
-        "proxies": [
-            {"name": "thumbs_up", "field": "proxy.thumbs_up", "direction": "higher"},
-            {"name": "resolution_seconds", "field": "proxy.resolution_seconds", "direction": "lower"},
+        "proxies": proxies,
+        "audits": [
+            {"name": "resolved", "field": "audit.resolved"},
+            {"name": "rubric", "llm_judge": {
+                "base_url": judge_url, "model": "demo-reviewer", "prompt": ReviewerJudge.PROMPT, "scale": [1, 5],
+                "concurrency": 4, "budget": {"per_minute": 600 * speedup},
+                "price_per_1k_prompt_tokens": 0.15, "price_per_1k_completion_tokens": 0.6}},
         ],
-        "audits": [{"name": "resolved", "field": "audit.resolved"}],
+        "audit_sampling": {"rate": 0.3},
         "segments": {"field": "labels.segment"},
         "state_dir": str(state_dir),
         "schedule": {"ingest_seconds": max(0.1, 1.0 / speedup), "detect_seconds": max(0.5, 15.0 / speedup),
-                     "retention_seconds": max(1.0, 300.0 / speedup)},
+                     "retention_seconds": max(1.0, 300.0 / speedup), "audit_seconds": max(0.1, 1.0 / speedup)},
         "log": {"level": "WARNING", "format": "text"},
     }, environ={})
-
-
-class SupportBot:
-    """Generates conversations; ``gamed`` switches on the early-closing version."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.count = 0
-
-    def conversation(self, ts: float, gamed: bool) -> tuple[dict[str, Any], int]:
-        rng = self.rng
-        self.count += 1
-        segment = rng.choice(list(SEGMENTS))
-        difficulty = min(1.0, max(0.0, rng.gauss(SEGMENTS[segment], 0.15)))
-        p_resolved = 1 / (1 + math.exp(-(2.0 - 3.0 * difficulty)))
-        if gamed:
-            p_resolved = max(0.05, p_resolved - 0.35)
-        resolved = int(rng.random() < p_resolved)
-        seconds = (120 + 480 * difficulty) * math.exp(rng.gauss(0, 0.3))
-        p_thumbs = 0.15 + 0.65 * resolved
-        if gamed:
-            seconds *= 0.45
-            p_thumbs = 0.55 + 0.35 * resolved
-        record = {"id": f"conv-{self.count:07d}", "ts": round(ts, 3),
-                  "labels": {"segment": segment, "model": "bot-v2" if gamed else "bot-v1"},
-                  "proxy": {"thumbs_up": int(rng.random() < p_thumbs), "resolution_seconds": round(seconds, 1)}}
-        return record, resolved
 
 
 def describe(event: Event) -> str:
@@ -77,8 +65,9 @@ def describe(event: Event) -> str:
             f"{event['previous']} -> {event['state'].upper() if event['state'] == 'alarm' else event['state']}")
     if event.get("reason"):
         text += f" ({event['reason']}"
-        if isinstance(event.get("gap"), int | float):
-            text += f", gap {event['gap']:.2f}"
+        gap = event.get("excursion_gap", event.get("gap"))
+        if isinstance(gap, int | float):
+            text += f", audit {gap:.2f} below what the proxy predicts"
         text += ")"
     return text
 
@@ -91,7 +80,12 @@ def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, dur
     base = Path(tmp.name if tmp else str(state_dir))
     base.mkdir(parents=True, exist_ok=True)
     records_path = base / "outputs.jsonl"
-    config = demo_config(base / "state", records_path, speedup)
+    bot = SupportBot(seed)
+    judge = ReviewerJudge(bot)
+    model_path = base / "thumbs-model.skops"
+    has_model = train_thumbs_model(model_path, seed)
+    config = demo_config(base / "state", records_path, speedup, judge.base_url,
+                         model_path if has_model else None)
     from agent.logs import setup_logging
 
     setup_logging(config.log.level, config.log.format)
@@ -100,23 +94,27 @@ def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, dur
     lock = threading.Lock()
 
     def print_event(event: Event) -> None:
+        if event["segment"] != "*" and event["state"] != "alarm":
+            return  # per-segment warm-up and clears are noise on a terminal; /metrics has it all
         with lock:
             out.write(describe(event) + "\n")
             out.flush()
 
     agent.pipeline.event_sinks.append(print_event)
     stop = threading.Event()
-    bot = SupportBot(seed)
     writer = threading.Thread(target=_write_records, name="demo-bot", daemon=True,
                               args=(bot, records_path, speedup, change_after, rate, label_delay, label_fraction,
                                     stop, out, lock))
-    agent.start()
     host, port = str(agent.server.httpd.server_address[0]), agent.server.port
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     out.write(f"goodhart-agent demo: metrics at http://{shown}:{port}/metrics (Ctrl-C to stop)\n"
-              f"  records: {records_path}\n  the bot starts gaming its proxies after {change_after:g}s of demo time"
+              f"  records: {records_path}\n  reviewer (an LLM judge stand-in): {judge.base_url}\n"
+              f"  learned proxy: {'predicted_thumbs' if has_model else 'off (pip install skops to enable)'}\n"
+              f"  the bot starts gaming its proxies after {change_after:g}s of demo time"
               f" ({change_after / speedup:g}s of wall time)\n")
     out.flush()
+    judge.start()
+    agent.start()
     writer.start()
     try:
         deadline = time.monotonic() + duration / speedup if duration > 0 else math.inf
@@ -128,6 +126,7 @@ def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, dur
         stop.set()
         writer.join(timeout=5)
         agent.stop()
+        judge.stop()
         if tmp is not None:
             tmp.cleanup()
     return 0

@@ -45,7 +45,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for block in (self._build, self._records, self._health, self._detectors, self._pairs,
-                      self._means, self._jobs, self._store, *self.extra):
+                      self._means, self._validity, self._computed, self._jobs, self._store, *self.extra):
             try:
                 yield from block()
             except Exception:  # a scrape never fails as a whole
@@ -122,8 +122,9 @@ class AgentCollector(Collector):
                                  labels=[*PAIR_LABELS, "period"])
         for key, verdict in sorted(snap.verdicts.items()):
             labels = list(key)
-            code = STATE_CODES.get(verdict.state, 1)
-            alarm.add_metric(labels, 1.0 if verdict.state == "alarm" else 0.0)
+            current = snap.states.get(key, verdict.state)
+            code = STATE_CODES.get(current, 1)
+            alarm.add_metric(labels, 1.0 if current == "alarm" else 0.0)
             state.add_metric(labels, float(code))
             statistic.add_metric(labels, _num(verdict.statistic))
             threshold.add_metric(labels, _num(verdict.threshold))
@@ -134,7 +135,7 @@ class AgentCollector(Collector):
             gap_hi.add_metric(labels, _num(d.get("gap_upper")))
             samples.add_metric(labels, _num(d.get("samples", 0)))
             started = snap.since.get(key)
-            since.add_metric(labels, float(started) if verdict.state != "ok" and started else 0.0)
+            since.add_metric(labels, float(started) if current != "ok" and started else 0.0)
             for period in ("reference", "window"):
                 value = d.get(f"rank_corr_{period}")
                 if value is not None:
@@ -167,6 +168,46 @@ class AgentCollector(Collector):
         labels.add_metric([], float(stats.pending_labels))
         yield labels
 
+    def _validity(self) -> Iterator[Metric]:
+        """How much each proxy is still worth (agent/validity.py)."""
+        validity = GaugeMetricFamily(
+            "goodhart_proxy_validity", "How much the proxy is still worth for the audit over the newest audited"
+            " pairs: ROC AUC (kind roc_auc, binary audits; 0.5 worthless) or Spearman (kind spearman; 0 worthless).",
+            labels=[*PAIR_LABELS, "kind"])
+        used = GaugeMetricFamily("goodhart_proxy_validity_pairs", "Audited pairs the validity was computed over.",
+                                 labels=PAIR_LABELS)
+        for key, v in sorted(self.pipeline.snapshot.validity.items()):
+            validity.add_metric([*key, v.kind], v.value)
+            used.add_metric(list(key), float(v.pairs))
+        yield validity
+        yield used
+
+    def _computed(self) -> Iterator[Metric]:
+        """Computed proxies (agent/compute/): failures per proxy and reason, and the models' versions."""
+        computers = self.pipeline.parser.computers
+        failures = CounterMetricFamily("goodhart_metric_failures", "Records whose computed proxy could not be"
+                                       " computed (the record went on without it), by proxy and reason.",
+                                       labels=["proxy", "reason"])
+        counts: dict[tuple[str, str], float] = {}
+        for (name, labels), value in self.pipeline.counters.items():
+            if name == "metric_failures_total":
+                d = dict(labels)
+                counts[(d.get("proxy", ""), d.get("reason", ""))] = value
+        for name, computer in computers.items():  # the reasons a proxy's kind can fail for, at 0
+            for reason in computer.reasons:
+                counts.setdefault((name, reason), 0.0)
+        for (proxy, reason), value in sorted(counts.items()):
+            failures.add_metric([proxy, reason], value)
+        yield failures
+        models = InfoMetricFamily("goodhart_proxy_model", "The model that computes a proxy: its version (from the"
+                                  " config, else the file's hash) and the SHA-256 of its file.",
+                                  labels=["proxy"])
+        for name, computer in computers.items():
+            info = computer.info()
+            if info is not None:
+                models.add_metric([name], info)
+        yield models
+
     def _means(self) -> Iterator[Metric]:
         proxy = GaugeMetricFamily("goodhart_proxy_mean", "Window mean of a proxy, in its own units.",
                                   labels=["proxy", "segment"])
@@ -178,10 +219,11 @@ class AgentCollector(Collector):
         yield audit
 
     def _jobs(self) -> Iterator[Metric]:
+        # The label is `task`, not `job`: Prometheus owns `job` (the scrape target's name).
         last = GaugeMetricFamily("goodhart_job_last_duration_seconds", "Duration of the job's last run.",
-                                 labels=["job"])
-        runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["job"])
-        errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["job"])
+                                 labels=["task"])
+        runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["task"])
+        errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["task"])
         for name, stats in sorted(self.pipeline.jobs.items()):
             last.add_metric([name], stats.last_duration)
             runs.add_metric([name], float(stats.runs))

@@ -26,6 +26,7 @@ from agent.detect.factory import detector_factory
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import Batch, Source
 from agent.store import OutputRow, Store
+from agent.validity import Validity, ValidityTracker
 from agent.windows import RollingMeans
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class Snapshot:
     """What the exporter shows, rebuilt at the end of every detect step."""
 
     verdicts: dict[PairKey, Verdict] = field(default_factory=dict)
+    states: dict[PairKey, str] = field(default_factory=dict)  # after the alarm latch
     since: dict[PairKey, float | None] = field(default_factory=dict)
     sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
+    validity: dict[PairKey, Validity] = field(default_factory=dict)
     taken_at: float = 0.0
     generation: int = 0
 
@@ -103,6 +106,7 @@ class Pipeline:
         self.audit_names = [a.name for a in config.audits]
         self.label_ttl = config.retention.label_ttl_seconds
         self.means = RollingMeans(config.detection.window_seconds)
+        self.validity = ValidityTracker(self.directions, config.detection.validity_pairs)
         self.detectors: dict[PairKey, Detector] = {}
         self.alarms = AlarmBook()
         self.event_sinks: list[EventSink] = []
@@ -112,6 +116,9 @@ class Pipeline:
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.snapshot = Snapshot()
         self._store_stats: tuple[int, StoreStats] | None = None
+        self._dirty: set[PairKey] = set()  # detectors changed since their state was last saved
+        self._cursors = {name: store.get_cursor(name) for name in ("detect.outputs", "detect.pairs")}
+        self._checkpointed_at: float | None = None
         self._load()
 
     # -- state across restarts ---------------------------------------------------------------------
@@ -130,9 +137,11 @@ class Pipeline:
         self._refresh_snapshot(self.clock.now(), {})
 
     def _detector(self, key: PairKey) -> Detector:
+        """The detector for ``key``, created on first use; marked as changed, since it is about to be."""
         detector = self.detectors.get(key)
         if detector is None:
             detector = self.detectors[key] = self.make_detector()
+        self._dirty.add(key)
         return detector
 
     def _count(self, pending: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
@@ -266,8 +275,8 @@ class Pipeline:
         """Feed new outputs and pairs to the detectors, take verdicts, emit state changes."""
         with self.lock:
             now = self.clock.now()
-            out_cursor = self.store.get_cursor("detect.outputs")
-            pair_cursor = self.store.get_cursor("detect.pairs")
+            out_cursor = self._cursors["detect.outputs"]
+            pair_cursor = self._cursors["detect.pairs"]
             while rows := self.store.outputs_since(out_cursor):
                 for row in rows:
                     self._feed_output(row.ts, row.segment, row.proxies)
@@ -288,12 +297,14 @@ class Pipeline:
                 event = self.alarms.update(key, verdict, now)
                 if event is not None:
                     events.append(event)
+                    self._dirty.add(key)
+            self._cursors.update({"detect.outputs": out_cursor, "detect.pairs": pair_cursor})
             with self.store.transaction():
-                self._save_detectors()
-                self.store.set_cursor("detect.outputs", out_cursor)
-                self.store.set_cursor("detect.pairs", pair_cursor)
                 for event in events:
                     self.store.append_event(now, event)
+                every = self.config.schedule.checkpoint_seconds
+                if events or self._checkpointed_at is None or now - self._checkpointed_at >= every:
+                    self._checkpoint(now)
             self._refresh_snapshot(now, verdicts)
         self._emit(events)
         return events
@@ -306,16 +317,33 @@ class Pipeline:
                 if segment is not None:
                     self._detector((proxy, audit, segment)).observe_proxy(ts, oriented)
 
+    def checkpoint(self) -> None:
+        """Save detector state with the cursors it corresponds to (the daemon does so on shutdown)."""
+        with self.lock, self.store.transaction():
+            self._checkpoint(self.clock.now())
+
+    def _checkpoint(self, now: float) -> None:
+        """Detectors and cursors in one transaction: after a crash, the detectors resume at the
+        last checkpoint and are re-fed what the store received since, so nothing is seen twice."""
+        self._save_detectors()
+        for name, value in self._cursors.items():
+            self.store.set_cursor(name, value)
+        self._checkpointed_at = now
+
     def _save_detectors(self) -> None:
+        """Persist the detectors that changed (verdicts do not change a detector's state)."""
         self.store.save_detectors({
-            json.dumps(list(key)): {"detector": det.state_dict(), "alarm": self.alarms.to_dict(key)}
-            for key, det in self.detectors.items()})
+            json.dumps(list(key)): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key)}
+            for key in sorted(self._dirty)})
+        self._dirty.clear()
 
     def _refresh_snapshot(self, now: float, verdicts: dict[PairKey, Verdict]) -> None:
         self.snapshot = Snapshot(
             verdicts=verdicts or dict(self.snapshot.verdicts),
+            states={key: self.alarms.state(key).state for key in self.detectors},
             since={key: self.alarms.state(key).since for key in self.detectors},
             sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
+            validity=self.validity.compute(self.store, self.detectors),
             taken_at=now, generation=self.snapshot.generation + 1)
 
     def store_stats(self) -> StoreStats:
@@ -352,7 +380,7 @@ class Pipeline:
                     and (segment is None or k[2] == segment)]
             events: list[Event] = []
             for key in keys:
-                self.detectors[key].rebaseline(now)
+                self._detector(key).rebaseline(now)
                 verdict = self.detectors[key].verdict(now)
                 event = self.alarms.update(key, verdict, now)
                 if event is not None:
@@ -360,7 +388,7 @@ class Pipeline:
                     events.append(event)
             record = {"ts": now, "event": "rebaseline", "pairs": [list(k) for k in keys]}
             with self.store.transaction():
-                self._save_detectors()
+                self._checkpoint(now)
                 self.store.append_event(now, record)
                 for event in events:
                     self.store.append_event(now, event)

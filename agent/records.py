@@ -38,6 +38,7 @@ REJECT_REASONS: tuple[str, ...] = (
 class Rejection:
     reason: str
     detail: str = ""
+    problems: tuple[tuple[str, str], ...] = ()  # (proxy, reason): computed proxies that failed
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Record:
     proxies: dict[str, float]
     audits: dict[str, float]
     body: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: (proxy, reason) for each computed proxy that failed on this record and is left out of it
+    problems: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def is_output(self) -> bool:
@@ -106,7 +109,11 @@ class RecordParser:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.max_bytes = config.limits.max_record_bytes
-        self._proxies = [(p.name, p.field) for p in config.proxies]
+        self._proxies = [(p.name, p.field) for p in config.proxies if p.field is not None]
+        from agent.compute import ComputeFailure, build_computers  # here: agent.compute builds on this module
+
+        self.computers = build_computers(config)
+        self._compute_failure = ComputeFailure
         self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
         self._segment_field = config.segments.field if config.segments else None
 
@@ -154,6 +161,23 @@ class RecordParser:
                     return Rejection("bad_metric", name)
                 if value is not None:
                     target[name] = value
+        problems = self._compute(obj, proxies)
         if not proxies and not audits:
-            return Rejection("no_metrics")
-        return Record(rid, ts, segment, proxies, audits, obj)
+            return Rejection("no_metrics", problems=problems)
+        return Record(rid, ts, segment, proxies, audits, obj, problems)
+
+    def _compute(self, obj: dict[str, Any], proxies: dict[str, float]) -> tuple[tuple[str, str], ...]:
+        """Add the computed proxies; a failure leaves that proxy out and is reported, never raised.
+
+        A record without any proxy is a (late) label, which has no output text or timestamps to
+        compute from: its ``missing_field`` failures are expected and not reported.
+        """
+        problems: list[tuple[str, str]] = []
+        for name, compute in self.computers.items():
+            try:
+                proxies[name] = compute(obj)
+            except self._compute_failure as failure:
+                problems.append((name, failure.reason))
+        if not proxies:
+            problems = [p for p in problems if p[1] != "missing_field"]
+        return tuple(problems)

@@ -4,6 +4,12 @@ Time is the records' ``ts``: the clock advances to each record's time (never bac
 are ingested in batches exactly as the daemon's ingest job would store them, and the detect and
 retention steps run at their configured intervals of *virtual* time, coalesced like the
 scheduler's jobs (a long quiet gap runs one detect step, not thousands). Same input, same events.
+
+LLM judges and HTTP graders configured as audits are *called for real*: after every ingest flush
+the audit step sends the due requests (same sampler, budget and durable queue as the daemon; the
+budget, backoffs and expiry count virtual time). Judges make such a replay slower, costly and no
+longer exactly repeatable; retries still waiting when the stream ends are dropped with the
+replay's temporary store. A recorded stream that already carries the audit values needs none.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from prometheus_client.core import Metric
+
+from agent.audit import build_audits
 from agent.clock import VirtualClock
 from agent.config import Config
 from agent.pipeline import Event, Pipeline
@@ -74,12 +84,13 @@ class _Progress:
 
 
 def replay(config: Config, input_path: str | Path, events_out: IO[str],
-           progress: IO[str] | None = None) -> ReplaySummary:
+           progress: IO[str] | None = None, metrics_out: str | Path | None = None) -> ReplaySummary:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="goodhart-replay-") as tmp:
         store = Store(Path(tmp))
         clock = VirtualClock()
         pipeline = Pipeline(config, store, clock)
+        audits = build_audits(config, pipeline)  # judges and graders are called for real during replay
         written: list[Event] = []
 
         def sink(event: Event) -> None:
@@ -87,14 +98,32 @@ def replay(config: Config, input_path: str | Path, events_out: IO[str],
             written.append(event)
 
         pipeline.event_sinks.append(sink)
-        summary = _run(pipeline, clock, config, Path(input_path), progress)
-        alarms = sorted(k for k, v in pipeline.snapshot.verdicts.items() if v.state == "alarm")
+        try:
+            summary = _run(pipeline, clock, config, Path(input_path), progress, audits.step if audits else None)
+        finally:
+            if audits is not None:
+                audits.close()
+        alarms = sorted(k for k, state in pipeline.snapshot.states.items() if state == "alarm")
         rejected = int(sum(v for (name, _), v in pipeline.counters.items() if name == "records_rejected_total"))
+        if metrics_out is not None:
+            _write_metrics(pipeline, Path(metrics_out), [audits.collect] if audits else [])
         store.close()
     return ReplaySummary(summary, rejected, len(written), alarms, time.perf_counter() - started)
 
 
-def _run(pipeline: Pipeline, clock: VirtualClock, config: Config, path: Path, progress_stream: IO[str] | None) -> int:
+def _write_metrics(pipeline: Pipeline, path: Path, extra: list[Callable[[], Iterator[Metric]]]) -> None:
+    """What the daemon's /metrics would show at the end of the stream (Prometheus text format)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.exporter import AgentCollector
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(AgentCollector(pipeline, extra=extra))
+    path.write_bytes(generate_latest(registry))
+
+
+def _run(pipeline: Pipeline, clock: VirtualClock, config: Config, path: Path, progress_stream: IO[str] | None,
+         after_flush: Callable[[], object] | None = None) -> int:
     detect_every = config.schedule.detect_seconds
     retention_every = config.schedule.retention_seconds
     max_batch = config.source.max_batch_records if config.source else 5000
@@ -112,6 +141,8 @@ def _run(pipeline: Pipeline, clock: VirtualClock, config: Config, path: Path, pr
             pipeline.ingest_batch(SOURCE_NAME, Batch(items=list(buffer), too_large=too_large))
             buffer.clear()
             too_large = 0
+            if after_flush is not None:  # the audit step: due judge/grader requests, on the virtual clock
+                after_flush()
 
     with open(path, "rb") as handle:
         for line in handle:

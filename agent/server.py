@@ -103,8 +103,11 @@ class HttpServer:
                 head = Request(method, path, query, {k.lower(): v for k, v in self.headers.items()}, b"",
                                self.client_address[0])
                 with admit(head) as refused:
-                    if refused is not None:  # refused on its headers: the body is never read
-                        return self._send(refused, close=True)
+                    if refused is not None:  # refused on its headers: the body is never kept
+                        if size > limit:
+                            return self._send(refused, close=True)
+                        self._discard(size)
+                        return self._send(refused)
                     self._handle(handler, method, path, query, size, limit)
 
             def _handle(self, handler: Handler, method: str, path: str, query: str, size: int, limit: int) -> None:
@@ -120,6 +123,15 @@ class HttpServer:
                     log.exception("handler failed", extra={"fields": {"path": path}})
                     resp = Response.text("internal error\n", 500)
                 self._send(resp)
+
+            def _discard(self, size: int) -> None:
+                """Read and drop a body in small chunks: closing with unread data resets the connection,
+                and the client may lose the reply with it."""
+                while size > 0:
+                    chunk = self.rfile.read(min(size, 1 << 16))
+                    if not chunk:
+                        return
+                    size -= len(chunk)
 
             def _drain(self) -> None:
                 length = self.headers.get("Content-Length")

@@ -61,6 +61,28 @@ MIGRATIONS: list[str] = [
                           PRIMARY KEY(name, labels));
     CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, body TEXT NOT NULL);
     """,
+    # 2: the durable audit queue (judges and graders) and their budgets; see agent/audit/queue.py
+    """
+    CREATE TABLE audit_queue(
+        id TEXT NOT NULL,
+        audit TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        enqueued_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        weight REAL NOT NULL,
+        output TEXT NOT NULL,
+        body TEXT NOT NULL,
+        result REAL,
+        error TEXT,
+        finished_at REAL,
+        PRIMARY KEY(id, audit));
+    CREATE INDEX audit_queue_due ON audit_queue(audit, status, next_attempt_at);
+    CREATE INDEX audit_queue_finished ON audit_queue(status, finished_at);
+    CREATE TABLE audit_budget(audit TEXT NOT NULL, span TEXT NOT NULL, tokens REAL NOT NULL,
+                              updated_at REAL NOT NULL, PRIMARY KEY(audit, span));
+    """,
 ]
 
 
@@ -224,6 +246,15 @@ class Store:
                 "SELECT seq, proxy, audit, segment, ts, proxy_value, audit_value, weight FROM pairs"
                 " WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
         return [PairRow(*r) for r in rows]
+
+    def recent_pairs(self, proxy: str, audit: str, segment: str | None, limit: int) -> list[tuple[int, float, float]]:
+        """The newest ``limit`` pairs of one (proxy, audit, segment) as (seq, proxy value, audit value),
+        newest first; ``segment=None`` means the pairs without a segment. Served by the pairs_key index."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT seq, proxy_value, audit_value FROM pairs WHERE proxy = ? AND audit = ? AND segment IS ?"
+                " ORDER BY seq DESC LIMIT ?", (proxy, audit, segment, limit)).fetchall()
+        return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
 
     def max_seq(self, table: str) -> int:
         if table not in ("outputs", "pairs"):

@@ -390,17 +390,16 @@ def panels() -> list[dict[str, Any]]:
                            "{{reason}}")],
                    unit="cps", min_=0), 12, 7)
     add(timeseries("Scheduled jobs: last duration",
-                   "Duration of the last run of each scheduled job (the job name is the exported_job label, "
-                   "renamed by Prometheus because it clashes with the target's job).",
-                   [target(f"max by (exported_job) (goodhart_job_last_duration_seconds{{{TARGET}}})",
-                           "{{exported_job}}")],
+                   "Duration of the last run of each scheduled job (its name is the task label).",
+                   [target(f"max by (task) (goodhart_job_last_duration_seconds{{{TARGET}}})",
+                           "{{task}}")],
                    unit="s", min_=0), 8, 7)
     add(timeseries("Scheduled jobs: runs and errors",
                    "Runs per second of each scheduled job, and failed runs (GoodhartJobFailing).",
-                   [target(f"sum by (exported_job) (rate(goodhart_job_runs_total{{{TARGET}}}[$__rate_interval]))",
-                           "runs {{exported_job}}", "A"),
-                    target(f"sum by (exported_job) (rate(goodhart_job_errors_total{{{TARGET}}}"
-                           "[$__rate_interval]))", "errors {{exported_job}}", "B")],
+                   [target(f"sum by (task) (rate(goodhart_job_runs_total{{{TARGET}}}[$__rate_interval]))",
+                           "runs {{task}}", "A"),
+                    target(f"sum by (task) (rate(goodhart_job_errors_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "errors {{task}}", "B")],
                    unit="cps", min_=0), 8, 7)
     add(timeseries("Store size",
                    "Size of the agent's SQLite store on disk.",

@@ -58,7 +58,7 @@ def _submodels(annotation: Any) -> list[tuple[type[BaseModel], str]]:
 
 def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     for name, field in model.model_fields.items():
-        key = prefix + name
+        key = prefix + (field.alias or name)  # the key users write (schema_ is spelled schema)
         subs = _submodels(field.annotation)
         if subs:
             yield key + subs[0][1], "section", "", field.description or ""

@@ -27,7 +27,8 @@ audits:
       base_url: http://127.0.0.1:8000/v1
       model: any-model-name
       api_key_env: JUDGE_API_KEY
-      prompt: "Rate how well this reply resolves the request. Request: {input} Reply: {output}. Answer with a number from 1 to 5."
+      prompt: "Rate how well this reply resolves the request. Request: {input} Reply: {output}. \\
+        Answer with a number from 1 to 5."
       scale: [1, 5]
   - name: grader_ok
     http_grader:

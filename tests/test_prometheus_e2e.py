@@ -393,6 +393,10 @@ def _run(s: Scenario, tmp: Path, procs: list[Process], hook: Webhook, prometheus
     assert fired  # page_firing() held above
 
 
+DEMO_PROXIES = {"thumbs_up", "resolution_seconds", "answer_words", "predicted_thumbs"}
+DEMO_AUDITS = {"resolved", "rubric"}
+
+
 # -- the claims -----------------------------------------------------------------------------------
 def test_nothing_fires_during_the_healthy_phase(scenario: Scenario) -> None:
     assert scenario.healthy_ticks >= 20, scenario.errors or "healthy phase too short to mean anything"
@@ -413,12 +417,13 @@ def test_divergence_pages_through_alertmanager_with_labels_and_annotations(scena
         labels = alert["labels"]
         assert labels["alertname"] == PAGE and labels["severity"] == "critical"
         assert labels["job"] == JOB and labels["instance"] == f"127.0.0.1:{scenario.agent_port}"
-        assert labels["proxy"] in {"thumbs_up", "resolution_seconds"} and labels["audit"] == "resolved"
+        assert labels["proxy"] in DEMO_PROXIES and labels["audit"] in DEMO_AUDITS
         assert labels["segment"] in {"*", "billing", "technical", "account"}
         ann = alert["annotations"]
         assert ann["summary"] == rule["annotations"]["summary"]
         assert ann["runbook_url"] == rule["annotations"]["runbook_url"]
-        assert ann["description"].startswith(f"Proxy {labels['proxy']} no longer tracks audit resolved on segment "
+        assert ann["description"].startswith(f"Proxy {labels['proxy']} no longer tracks audit {labels['audit']} "
+                                              "on segment "
                                               f"\"{labels['segment']}\" ({JOB} 127.0.0.1:{scenario.agent_port})")
         # The gap comes from a query template: a number, not "an unknown amount".
         assert re.search(r"audited quality is -?[0-9.e+-]+ audit units below", ann["description"]), ann

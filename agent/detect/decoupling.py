@@ -141,6 +141,8 @@ class DecouplingDetector(Detector):
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
         self._pos = 0
         self._count = 0
+        # Window estimates only change with a new pair; a detect tick often brings none.
+        self._window_cache: tuple[tuple[float, int], ReferenceRelation, dict[str, Any]] | None = None
 
     @staticmethod
     def _empty_excursion() -> dict[str, float]:
@@ -300,14 +302,23 @@ class DecouplingDetector(Detector):
 
     def _details(self, ref: ReferenceRelation) -> dict[str, Any]:
         """Window estimates: weighted gap with a 95% interval, rank correlations, range."""
-        _ts, p, a, w = self._window()
-        n = len(p)
         out: dict[str, Any] = {
-            "reference_pairs": ref.n_, "rank_corr_reference": _f(ref.rank_corr_), "samples": n,
+            "reference_pairs": ref.n_, "rank_corr_reference": _f(ref.rank_corr_),
             "late_pairs_ignored": self._late,
             "proxy_shift": _f((self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_)
             if self._proxy_ewma is not None else None,
         }
+        cached = self._window_cache
+        version = (self._counters["pairs"], self._pos)  # moves with every pair the window takes
+        if cached is None or cached[0] != version or cached[1] is not ref:
+            cached = self._window_cache = (version, ref, self._window_estimates(ref))
+        out.update(cached[2])
+        return out
+
+    def _window_estimates(self, ref: ReferenceRelation) -> dict[str, Any]:
+        _ts, p, a, w = self._window()
+        n = len(p)
+        out: dict[str, Any] = {"samples": n}
         if n == 0:
             out.update(gap=None, gap_lower=None, gap_upper=None, rank_corr_window=None,
                        beyond_range_fraction=None)

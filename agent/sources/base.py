@@ -35,6 +35,9 @@ class Source(ABC):
     def read(self, max_items: int) -> Batch:
         """Up to ``max_items`` new items; an empty batch when nothing is new."""
 
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin serving (a push source's listener); called when the agent starts."""
+
     def commit(self, checkpoint: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook
         """The batch that ended at ``checkpoint`` is stored."""
 

@@ -34,6 +34,7 @@ class JsonlSource(Source):
     def __init__(self, path: str | Path, max_line_bytes: int, checkpoint: dict[str, Any] | None = None,
                  start_at: str = "beginning") -> None:
         super().__init__()
+        self.errors = {"unreadable": 0}  # every reason exported from the start, at zero
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
         self._handle: IO[bytes] | None = None

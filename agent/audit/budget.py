@@ -1,0 +1,87 @@
+"""Caps on audits per minute, hour and day: token buckets, persisted so restarts do not refill them.
+
+A bucket of capacity ``N`` for a window of ``T`` seconds starts full and refills continuously at
+``N / T`` tokens per second; one audit takes one token. The sustained rate can never exceed ``N``
+per window, and no stretch of ``T`` seconds sees more than ``2N`` (a full bucket plus one window
+of refill). An audit is allowed only when *every* configured bucket has a token, and then takes
+one from each. Time is the pipeline's clock, so ``replay`` spends the budget the live daemon
+would have spent over the same stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from agent.config import AuditBudgetConfig
+from agent.store import Store
+
+WINDOWS: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+@dataclass
+class TokenBucket:
+    capacity: float
+    period: float
+    tokens: float
+    updated_at: float
+
+    def level(self, now: float) -> float:
+        """Tokens available at ``now`` (a clock that steps back refills nothing)."""
+        elapsed = max(0.0, now - self.updated_at)
+        return min(self.capacity, self.tokens + elapsed * self.capacity / self.period)
+
+    def settle(self, now: float) -> None:
+        self.tokens = self.level(now)
+        self.updated_at = max(now, self.updated_at)
+
+
+class Budget:
+    """The buckets of one audit; thread-safe (ingest takes, scrapes read)."""
+
+    def __init__(self, buckets: dict[str, TokenBucket]) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: AuditBudgetConfig, now: float) -> Budget:
+        caps = {"minute": config.per_minute, "hour": config.per_hour, "day": config.per_day}
+        return cls({window: TokenBucket(cap, WINDOWS[window], cap, now)
+                    for window, cap in caps.items() if cap is not None})
+
+    def take(self, now: float) -> bool:
+        """Take one token from every bucket, or none when any bucket is empty."""
+        with self._lock:
+            if any(b.level(now) < 1.0 for b in self.buckets.values()):
+                return False
+            for bucket in self.buckets.values():
+                bucket.settle(now)
+                bucket.tokens -= 1.0
+            return True
+
+    def remaining(self, now: float) -> dict[str, float]:
+        with self._lock:
+            return {window: b.level(now) for window, b in self.buckets.items()}
+
+    def capacity(self) -> dict[str, float]:
+        return {window: b.capacity for window, b in self.buckets.items()}
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def load(self, store: Store, audit: str) -> None:
+        """Resume the stored levels; a changed cap keeps the stored level, clipped to the new cap."""
+        with store.lock:
+            rows = store.conn.execute(
+                "SELECT span, tokens, updated_at FROM audit_budget WHERE audit = ?", (audit,)).fetchall()
+        with self._lock:
+            for span, tokens, updated_at in rows:
+                bucket = self.buckets.get(span)
+                if bucket is not None:
+                    bucket.tokens, bucket.updated_at = min(float(tokens), bucket.capacity), float(updated_at)
+
+    def save(self, store: Store, audit: str) -> None:
+        with self._lock:
+            rows = [(audit, window, b.tokens, b.updated_at) for window, b in self.buckets.items()]
+        if rows:
+            with store.transaction() as conn:
+                conn.executemany("INSERT OR REPLACE INTO audit_budget(audit, span, tokens, updated_at)"
+                                 " VALUES (?, ?, ?, ?)", rows)
