@@ -111,7 +111,7 @@ def test_judge_health_metrics_and_the_circuit_on_metrics(
         assert 95 <= m[("goodhart_audit_budget_remaining", (("audit", AUDIT), ("window", "minute")))] < 100
         assert m[("goodhart_audit_latency_seconds_count", (("audit", AUDIT),))] == 2
         assert m[("goodhart_audit_queue_depth", (("audit", AUDIT),))] == 5
-        assert ("goodhart_job_runs_total", (("job", "audit"),)) in m
+        assert ("goodhart_job_runs_total", (("task", "audit"),)) in m
     finally:
         judge.stop()
 
