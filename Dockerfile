@@ -17,7 +17,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent ./agent
-RUN pip wheel --wheel-dir /wheels .
+# The models and schemas extras: learned proxies (skops) and JSON Schema checks work in the image.
+RUN pip wheel --wheel-dir /wheels '.[models,schemas]'
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -41,7 +42,7 @@ ENV PYTHONUNBUFFERED=1 \
 # The wheels are bind-mounted from stage 1 for this one step: they never become a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/goodhart-agent \
- && /opt/goodhart-agent/bin/pip install --no-index --find-links=/wheels /wheels/goodhart_agent-*.whl \
+ && /opt/goodhart-agent/bin/pip install --no-index --find-links=/wheels 'goodhart-agent[models,schemas]' \
  && groupadd --system --gid 10001 goodhart \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /var/lib/goodhart-agent --shell /usr/sbin/nologin goodhart \
