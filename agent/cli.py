@@ -143,7 +143,7 @@ def cmd_rebaseline(args: argparse.Namespace) -> int:
     try:
         resp = requests.post(url.rstrip("/") + "/v1/rebaseline", json=selector, timeout=10)
     except requests.ConnectionError:
-        return _rebaseline_offline(config, selector)
+        return _rebaseline_offline(config, selector, url)
     if resp.status_code != 200:
         print(f"goodhart-agent: rebaseline refused ({resp.status_code}): {resp.text.strip()}", file=sys.stderr)
         return EXIT_FAILURE
@@ -152,22 +152,30 @@ def cmd_rebaseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _rebaseline_offline(config: Config, selector: dict[str, str]) -> int:
+def _rebaseline_offline(config: Config, selector: dict[str, str], url: str) -> int:
     """No daemon answers: apply the rebaseline to its store, which it reads at its next start."""
     from pathlib import Path
 
     from agent.clock import WallClock
     from agent.pipeline import Pipeline
+    from agent.statelock import StateDirBusy, StateLock
     from agent.store import DB_FILENAME, Store
 
     if not (Path(config.state_dir) / DB_FILENAME).exists():
         print(f"goodhart-agent: no daemon answers and no store at {config.state_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        lock = StateLock(config.state_dir).acquire()
+    except StateDirBusy:
+        print(f"goodhart-agent: a daemon holds {config.state_dir} but does not answer at {url}; "
+              "pass --url with its listener", file=sys.stderr)
         return EXIT_FAILURE
     store = Store(config.state_dir)
     try:
         events = Pipeline(config, store, WallClock()).rebaseline(**selector)  # type: ignore[arg-type]
     finally:
         store.close()
+        lock.release()
     print(f"rebaselined in the store at {config.state_dir}: {len(events)} pairs now warming up")
     return EXIT_OK
 

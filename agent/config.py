@@ -10,6 +10,7 @@ underscores separate the path; the value is parsed as YAML), plus the shorthands
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Mapping
@@ -564,6 +565,8 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
             _set_path(tree, ENV_SHORTHANDS[key], raw)
         elif key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
             path = tuple(p.lower() for p in key[len(ENV_PREFIX):].split("__"))
+            if any(part.isdigit() for part in path):
+                raise ConfigError([f"{key}: list entries (proxies, audits) cannot be overridden from the environment"])
             value = yaml.safe_load(raw) if raw.strip() else raw
             _set_path(tree, path, value)
     return tree
@@ -572,7 +575,7 @@ def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dic
 def config_from_mapping(tree: Any, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(tree, dict):
         raise ConfigError(["(top level): expected a mapping of keys"])
-    tree = apply_env_overrides(dict(tree), os.environ if environ is None else environ)
+    tree = apply_env_overrides(copy.deepcopy(tree), os.environ if environ is None else environ)
     try:
         return Config.model_validate(tree)
     except ValidationError as err:

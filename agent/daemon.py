@@ -27,6 +27,7 @@ from agent.pipeline import Event, Pipeline
 from agent.server import HttpServer, Request, Response, add_standard_routes
 from agent.sources.base import Source
 from agent.sources.jsonl import JsonlSource
+from agent.statelock import StateDirBusy, StateLock
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class Agent:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError([f"state_dir: cannot create {state_dir}: {err.strerror}"]) from None
+        try:
+            self.state_lock = StateLock(state_dir).acquire()
+        except StateDirBusy as err:
+            raise ConfigError([f"state_dir: {err}"]) from None
         self.store = Store(state_dir)
         self.pipeline = Pipeline(config, self.store, WallClock())
         self.pipeline.event_sinks.append(self._log_event)
@@ -154,6 +159,7 @@ class Agent:
         self.server.stop()
         self.source.close()
         self.store.close()
+        self.state_lock.release()
         log.info("agent stopped")
 
     def run_until_signal(self) -> None:

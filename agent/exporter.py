@@ -63,7 +63,7 @@ class AgentCollector(Collector):
         rejected = CounterMetricFamily("goodhart_records_rejected", "Records rejected, by reason.",
                                        labels=["reason"])
         seen_reasons = set()
-        for (name, labels), value in sorted(p.counters.items()):
+        for (name, labels), value in sorted(dict(p.counters).items()):  # dict(): an atomic copy
             d = dict(labels)
             if name == "records_total":
                 total.add_metric([d.get("source", "")], value)
@@ -86,7 +86,7 @@ class AgentCollector(Collector):
         yield expired
         last = GaugeMetricFamily("goodhart_last_record_timestamp_seconds",
                                  "Time of the newest accepted record, by source.", labels=["source"])
-        for source, ts in sorted(p.last_record_ts.items()):
+        for source, ts in sorted(dict(p.last_record_ts).items()):
             last.add_metric([source], ts)
         yield last
 
@@ -189,7 +189,7 @@ class AgentCollector(Collector):
                                        " computed (the record went on without it), by proxy and reason.",
                                        labels=["proxy", "reason"])
         counts: dict[tuple[str, str], float] = {}
-        for (name, labels), value in self.pipeline.counters.items():
+        for (name, labels), value in dict(self.pipeline.counters).items():
             if name == "metric_failures_total":
                 d = dict(labels)
                 counts[(d.get("proxy", ""), d.get("reason", ""))] = value

@@ -22,7 +22,7 @@ from agent.alarms import AlarmBook, PairKey
 from agent.clock import Clock
 from agent.config import Config
 from agent.detect.base import Detector, PairObservation, Verdict
-from agent.detect.factory import detector_factory
+from agent.detect.factory import detector_factory, detector_settings
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import Batch, Source
 from agent.store import OutputRow, Store
@@ -102,6 +102,7 @@ class Pipeline:
         self.parser = RecordParser(config)
         self.segments = SegmentFolder(store, config.segments.max_values if config.segments else 0)
         self.make_detector = make_detector or detector_factory(config)
+        self.detector_settings = detector_settings(config) if make_detector is None else {}
         self.directions = {p.name: (-1.0 if p.direction == "lower" else 1.0) for p in config.proxies}
         self.audit_names = [a.name for a in config.audits]
         self.label_ttl = config.retention.label_ttl_seconds
@@ -116,6 +117,7 @@ class Pipeline:
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.snapshot = Snapshot()
         self._store_stats: tuple[int, StoreStats] | None = None
+        self._stats_lock = threading.Lock()
         self._dirty: set[PairKey] = set()  # detectors changed since their state was last saved
         self._cursors = {name: store.get_cursor(name) for name in ("detect.outputs", "detect.pairs")}
         self._checkpointed_at: float | None = None
@@ -125,12 +127,23 @@ class Pipeline:
     def _load(self) -> None:
         for name, labels, value in self.store.counters():
             self.counters[(name, tuple(sorted(labels.items())))] = value
-        for key_text, state in self.store.load_detectors().items():
+        changed: list[PairKey] = []
+        for key_text, state in sorted(self.store.load_detectors().items()):
             key: PairKey = tuple(json.loads(key_text))  # type: ignore[assignment]
+            if state.get("settings", {}) != self.detector_settings:
+                # A detector calibrated for other settings would silently break the documented
+                # false-alarm budget: start it afresh, as after a rebaseline.
+                changed.append(key)
+                continue
             detector = self.make_detector()
             detector.load_state(state["detector"])
             self.detectors[key] = detector
             self.alarms.load(key, state["alarm"])
+        if changed:
+            log.warning("detection settings changed: these pairs start a new reference",
+                        extra={"fields": {"pairs": [list(k) for k in changed], "settings": self.detector_settings}})
+            self.store.append_event(self.clock.now(), {"ts": self.clock.now(), "event": "settings_changed",
+                                                       "pairs": [list(k) for k in changed]})
         for proxy in self.directions:
             for audit in self.audit_names:
                 self._detector((proxy, audit, ALL))
@@ -169,19 +182,25 @@ class Pipeline:
 
     def ingest_batch(self, source_name: str, batch: Batch) -> IngestResult:
         """Store one batch and its checkpoint in a single transaction."""
-        with self.lock, self.store.transaction():
+        with self.lock:
             pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-            result = self._ingest_items(source_name, batch.items, pending)
-            if batch.too_large:
-                self._count(pending, "records_total", batch.too_large, source=source_name)
-                self._count(pending, "records_rejected_total", batch.too_large, reason="too_large")
-                result.rejected["too_large"] = result.rejected.get("too_large", 0) + batch.too_large
-            for (name, labels), by in pending.items():
-                self.store.incr(name, labels, by)
-            if batch.checkpoint is not None:
-                self.store.set_offset(source_name, batch.checkpoint)
-        for key, by in pending.items():
-            self.counters[key] = self.counters.get(key, 0.0) + by
+            try:
+                with self.store.transaction():
+                    result = self._ingest_items(source_name, batch.items, pending)
+                    if batch.too_large:
+                        self._count(pending, "records_total", batch.too_large, source=source_name)
+                        self._count(pending, "records_rejected_total", batch.too_large, reason="too_large")
+                        result.rejected["too_large"] = result.rejected.get("too_large", 0) + batch.too_large
+                    for (name, labels), by in pending.items():
+                        self.store.incr(name, labels, by)
+                    if batch.checkpoint is not None:
+                        self.store.set_offset(source_name, batch.checkpoint)
+            except Exception:
+                self.segments.known = set(self.store.segments())  # forget what the rollback undid
+                raise
+            # Mirrored only once committed, and under the lock, so concurrent pushes add up.
+            for key, by in pending.items():
+                self.counters[key] = self.counters.get(key, 0.0) + by
         return result
 
     def ingest_items(self, source_name: str, items: Iterable[bytes | dict[str, Any]]) -> IngestResult:
@@ -194,7 +213,7 @@ class Pipeline:
         now = self.clock.now()
         for item in items:
             self._count(pending, "records_total", source=source_name)
-            parsed = self.parser.parse_object(item) if isinstance(item, dict) else self.parser.parse_line(item)
+            parsed = self.parser.parse_decoded(item) if isinstance(item, dict) else self.parser.parse_line(item)
             for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
                 self._count(pending, "metric_failures_total", proxy=proxy, reason=reason)
             if isinstance(parsed, Rejection):
@@ -250,10 +269,12 @@ class Pipeline:
         if output is None:
             self.store.put_early_label(record.id, ts, record.audits, 1.0, now + self.label_ttl)
             return True
-        if self.store.insert_pairs(output, record.audits, 1.0):
-            self._count(pending, "labels_joined_total")
-            result.joined += 1
-            self._add_audit_means(output, record.audits, now)
+        if not self.store.insert_pairs(output, record.audits, 1.0):
+            self._reject(pending, result, "duplicate")  # every value it carries is already joined
+            return False
+        self._count(pending, "labels_joined_total")
+        result.joined += 1
+        self._add_audit_means(output, record.audits, now)
         return True
 
     def _add_audit_means(self, output: OutputRow, audits: dict[str, float], now: float) -> None:
@@ -333,7 +354,8 @@ class Pipeline:
     def _save_detectors(self) -> None:
         """Persist the detectors that changed (verdicts do not change a detector's state)."""
         self.store.save_detectors({
-            json.dumps(list(key)): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key)}
+            json.dumps(list(key)): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key),
+                                    "settings": self.detector_settings}
             for key in sorted(self._dirty)})
         self._dirty.clear()
 
@@ -347,8 +369,11 @@ class Pipeline:
             taken_at=now, generation=self.snapshot.generation + 1)
 
     def store_stats(self) -> StoreStats:
-        """Pair and pending counts as of the last detect step, queried at most once per step."""
-        with self.lock:
+        """Pair and pending counts as of the last detect step, queried at most once per step.
+
+        Not under the pipeline lock: a scrape must not wait for a whole detect step.
+        """
+        with self._stats_lock:
             cached = self._store_stats
             if cached is not None and cached[0] == self.snapshot.generation:
                 return cached[1]
@@ -358,8 +383,7 @@ class Pipeline:
             return stats
 
     def window_means(self) -> dict[tuple[str, ...], float]:
-        with self.lock:
-            return self.means.means(self.clock.now())
+        return self.means.means(self.clock.now())
 
     def _emit(self, events: list[Event]) -> None:
         for event in events:

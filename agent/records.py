@@ -127,6 +127,13 @@ class RecordParser:
             return Rejection("not_json")
         return self.parse_object(obj)
 
+    def parse_decoded(self, obj: Any) -> Record | Rejection:
+        """An item already decoded (an element of a pushed array, a pulled page): the same size limit."""
+        size = len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > self.max_bytes:
+            return Rejection("too_large", f"{size} bytes")
+        return self.parse_object(obj)
+
     def parse_object(self, obj: Any) -> Record | Rejection:
         if not isinstance(obj, dict):
             return Rejection("not_object")

@@ -363,14 +363,15 @@ class Store:
         """
         dropped: dict[str, int] = {}
         with self.transaction() as conn:
+            fed = self.get_cursor("detect.outputs")  # outputs the detectors have not seen yet stay
             dropped["output"] = conn.execute(
-                "DELETE FROM outputs WHERE expires_at <= ? AND labelled = 0", (now,)).rowcount
-            conn.execute("DELETE FROM outputs WHERE expires_at <= ?", (now,))
+                "DELETE FROM outputs WHERE expires_at <= ? AND labelled = 0 AND seq <= ?", (now, fed)).rowcount
+            conn.execute("DELETE FROM outputs WHERE expires_at <= ? AND seq <= ?", (now, fed))
             dropped["label"] = conn.execute("DELETE FROM early_labels WHERE expires_at <= ?", (now,)).rowcount
-            overflow = conn.execute(
-                "DELETE FROM outputs WHERE seq IN (SELECT seq FROM outputs ORDER BY seq DESC LIMIT -1 OFFSET ?)"
-                " AND labelled = 0", (max_pending,)).rowcount
-            dropped["output"] += overflow
+            # Beyond max_pending outputs still waiting for a label, the oldest waiting ones go.
+            dropped["output"] += conn.execute(
+                "DELETE FROM outputs WHERE seq IN (SELECT seq FROM outputs WHERE labelled = 0"
+                " ORDER BY seq DESC LIMIT -1 OFFSET ?) AND seq <= ?", (max_pending, fed)).rowcount
             conn.execute("DELETE FROM early_labels WHERE id IN"
                          " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
             seen = self.get_cursor("detect.pairs")

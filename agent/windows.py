@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 BUCKETS = 60
@@ -14,8 +15,13 @@ class RollingMeans:
         self.window = window_seconds
         self.width = window_seconds / BUCKETS
         self._buckets: dict[tuple[str, ...], deque[list[float]]] = {}
+        self._lock = threading.Lock()  # ingest adds while a scrape reads
 
     def add(self, key: tuple[str, ...], ts: float, value: float) -> None:
+        with self._lock:
+            self._add(key, ts, value)
+
+    def _add(self, key: tuple[str, ...], ts: float, value: float) -> None:
         index = float(int(ts // self.width))
         buckets = self._buckets.setdefault(key, deque())
         if buckets and buckets[-1][0] == index:
@@ -33,6 +39,10 @@ class RollingMeans:
             buckets.popleft()
 
     def means(self, now: float) -> dict[tuple[str, ...], float]:
+        with self._lock:
+            return self._means(now)
+
+    def _means(self, now: float) -> dict[tuple[str, ...], float]:
         index = float(int(now // self.width))
         out = {}
         for key, buckets in self._buckets.items():

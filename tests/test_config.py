@@ -136,6 +136,9 @@ def test_environment_overrides_apply_and_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path, environ={"GOODHART__SCHEDUEL__DETECT_SECONDS": "5"})
     assert err.value.problems == ["scheduel: unknown key"]
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={"GOODHART__PROXIES__0__NAME": "x"})
+    assert err.value.problems[0].startswith("GOODHART__PROXIES__0__NAME: list entries")
 
 
 def test_run_without_a_source_fails_at_start_with_exit_2(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
-from support import AgentProcess, append_lines, label, record, write_config
+from support import AgentProcess, append_lines, free_port, label, record, write_config
 
 T0 = time.time() - 3600  # recent: older pairs would fall to the 30-day retention
 
@@ -124,3 +126,26 @@ def test_http_surface(tmp_path: Path, agent_factory: Any) -> None:
     assert ok.status_code == 200 and ok.json()["rebaselined"] is True
     events = requests.get(agent.url + "/v1/events", timeout=5).json()["events"]
     assert any(e.get("event") == "rebaseline" for e in events)
+
+
+def rebaseline_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", "rebaseline", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_rebaseline_cli_online_offline_and_never_behind_a_running_daemons_back(tmp_path: Path,
+                                                                               agent_factory: Any) -> None:
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [record("r1", T0, resolved=1)])
+    agent: AgentProcess = agent_factory(config).start()
+    online = rebaseline_cli(config, "--url", agent.url, "--proxy", "thumbs_up")
+    assert online.returncode == 0 and "rebaselined through" in online.stdout
+    unreachable = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1 and "does not answer" in unreachable.stderr
+    second: AgentProcess = agent_factory(config)
+    second.start(wait_ready=False)
+    assert second.proc is not None and second.proc.wait(timeout=60) == 2  # one agent per state_dir
+    assert "state_dir: another goodhart-agent holds" in second.log_path.read_text()
+    assert agent.terminate() == 0
+    offline = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}")
+    assert offline.returncode == 0 and "rebaselined in the store" in offline.stdout

@@ -112,3 +112,19 @@ def test_missing_file_is_down_until_it_appears(tmp_path: Path) -> None:
     assert drain(source) == [] and not source.up
     path.write_bytes(b"1\n")
     assert drain(source) == [b"1"] and source.up
+
+
+def test_a_batch_that_fills_up_mid_chunk_loses_nothing(tmp_path: Path) -> None:
+    """A backlog read in batches smaller than one read chunk: every line, in order, exactly once."""
+    path = tmp_path / "backlog.jsonl"
+    path.write_bytes(b"".join(b'{"id":"%d"}\n' % i for i in range(30000)))
+    source = JsonlSource(path, 65536)
+    seen: list[bytes] = []
+    while True:
+        batch = source.read(5000)
+        if not batch.items and batch.checkpoint is None:
+            break
+        assert batch.too_large == 0
+        seen.extend(i for i in batch.items if isinstance(i, bytes))
+        source.commit(batch.checkpoint)
+    assert seen == [b'{"id":"%d"}' % i for i in range(30000)]

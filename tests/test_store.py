@@ -51,7 +51,23 @@ def test_expiry_drops_old_state_but_never_pairs_the_detectors_have_not_seen() ->
     store.insert_output("waiting", 0.0, None, {"p": 1.0}, expires_at=10.0)
     store.put_early_label("orphan", 0.0, {"a": 1.0}, 1.0, expires_at=10.0)
     store.set_cursor("detect.pairs", 3)  # the detectors have seen pairs 1..3
+    store.set_cursor("detect.outputs", 6)  # and every output
     dropped = store.expire(now=12.0, pairs_min_ts=100.0, max_pending=100, max_pairs=100, max_events=10)
     assert dropped == {"output": 1, "label": 1, "pair": 3}
     assert [p.seq for p in store.pairs_since(0)] == [4, 5]
     assert store.pending_counts() == (0, 0)
+
+
+def test_max_pending_counts_only_outputs_still_waiting_and_spares_unseen_ones() -> None:
+    store = Store(":memory:")
+    for i in range(10):  # ten labelled outputs do not count against max_pending
+        out = store.insert_output(f"l{i}", float(i), None, {"p": 1.0}, expires_at=1e9)
+        assert out is not None
+        store.insert_pairs(out, {"a": 1.0}, 1.0)
+    for i in range(5):
+        store.insert_output(f"w{i}", float(i), None, {"p": 1.0}, expires_at=1e9)
+    store.set_cursor("detect.outputs", 13)  # w3 and w4 have not reached the detectors yet
+    dropped = store.expire(now=0.0, pairs_min_ts=-1.0, max_pending=1, max_pairs=100, max_events=10)
+    assert dropped["output"] == 3  # w0, w1, w2: beyond the newest waiting one, and already fed
+    assert store.pending_counts() == (2, 0)
+    assert store.get_output("l0") is not None

@@ -185,6 +185,8 @@ def empirical_threshold(
         pos = ~neg
         logs[pos] = _log_rate_b(mu[pos] / sd[pos], b[pos] / sd[pos])
         top = float(logs.max())
+        if not math.isfinite(top):  # no reachable excursion at all (degenerate, noiseless scores)
+            return top
         return top + math.log(float(np.sum(_WEIGHTS * np.exp(logs - top))))
 
     lo, hi = 0.0, 1.0

@@ -11,6 +11,7 @@ segments there are.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from agent.config import Config
 from agent.detect.base import Detector
@@ -19,6 +20,15 @@ from agent.detect.placeholder import PlaceholderDetector
 
 def per_test_arl(config: Config) -> float:
     return 2.0 * config.pair_count * config.detection.audits_between_false_alarms
+
+
+def detector_settings(config: Config) -> dict[str, Any]:
+    """What a detector was built with; saved with its state so a config change is noticed on restart."""
+    d = config.detection
+    if d.detector == "placeholder":
+        return {"detector": "placeholder", "reference_pairs": d.reference_pairs}
+    return {"detector": d.detector, "arl0": per_test_arl(config), "reference_pairs": d.reference_pairs,
+            "shift": d.shift, "warn_ratio": d.warn_ratio, "window": d.window}
 
 
 def detector_factory(config: Config) -> Callable[[], Detector]:

@@ -160,6 +160,8 @@ class JsonlSource(Source):
                 elif line.strip():
                     batch.items.append(line)
             base += start
+            if len(batch.items) >= max_items:
+                break  # the batch is full: the rest of the chunk is read again next time
             data = data[start:]
             if len(data) > self.max_line_bytes or (skipping and data):
                 # An over-long line still growing: count it once, then drop bytes up to its newline.
