@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="YAML config file")
     check.add_argument("--outputs-per-second", type=float, default=1.0,
                        help="traffic used to express the false-alarm budget as time (default 1)")
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings (an unset API key variable) as errors: exit 2, as run and replay would")
 
     rep = command("replay", "Run the pipeline over a recorded JSONL stream on its own clock; write events.")
     rep.add_argument("--config", required=True, help="YAML config file")
@@ -81,7 +83,12 @@ def _load(path: str) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
+    from agent.audit import key_problems
     from agent.detect.factory import per_test_arl
+
+    problems = key_problems(config)
+    if args.strict and problems:  # where the daemon will run: what run and replay would refuse, refuse here
+        raise ConfigError(problems)
 
     gamma = config.detection.audits_between_false_alarms
     audits_per_second = args.outputs_per_second * config.audit_sampling.rate if any(
@@ -92,9 +99,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"false alarms: at most 1 per {gamma:,.0f} audits for the whole deployment "
           f"(about every {days:,.1f} days at {audits_per_second:g} audits/s); "
           f"per test {per_test_arl(config):,.0f} audited pairs")
-    from agent.audit import key_problems
-
-    for problem in key_problems(config):  # where check-config runs is often not where the daemon runs
+    for problem in problems:  # where check-config runs is often not where the daemon runs
         print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
     return EXIT_OK
 

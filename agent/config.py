@@ -77,7 +77,7 @@ EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_lengt
 _PUSH, _PULL = ("http_push",), ("http_pull",)
 #: source keys that only mean something for some types; setting one for another type is an error
 SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
-    "path": ("jsonl",), "start_at": ("jsonl",),
+    "path": ("jsonl",), "start_at": ("jsonl",), "rotation_grace_seconds": ("jsonl",),
     "listen": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH, "retry_after_seconds": _PUSH,
     "token_env": (*_PUSH, *_PULL), "token_file": (*_PUSH, *_PULL),
     **dict.fromkeys(("url", "params", "headers", "headers_env", "headers_file", "cursor_param", "cursor_start",
@@ -94,6 +94,9 @@ class SourceConfig(Strict):
     path: str | None = Field(None, description="JSONL file to follow (type jsonl)")
     start_at: Literal["beginning", "end"] = Field(
         "beginning", description="where a jsonl source starts when no offset is stored yet")
+    rotation_grace_seconds: float = Field(
+        2.0, ge=0, le=3600,
+        description="after a rotation, the old file is still read until it has been quiet this long (jsonl)")
     max_batch_records: int = Field(5000, ge=1, description="records per ingest step at most")
     # http_push and http_pull: a bearer token (push: required from clients; pull: sent), never inline
     token_env: EnvVarName | None = Field(default=None, description="environment variable holding the bearer token")
@@ -458,6 +461,9 @@ class RetentionConfig(Strict):
     max_pending: int = Field(1_000_000, ge=100, description="outputs waiting for labels, at most")
     max_pairs: int = Field(1_000_000, ge=100, description="audited pairs kept, at most")
     max_events: int = Field(10_000, ge=10, description="alarm events kept for /v1/events")
+    max_seen_ids: int = Field(
+        2_000_000, ge=100,
+        description="ids of dropped outputs remembered (so a late re-delivery is a duplicate), at most")
 
 
 class LimitsConfig(Strict):

@@ -43,7 +43,7 @@ def build_source(config: Config, store: Store, pipeline: Pipeline, server: HttpS
     if config.source.type == "jsonl":
         assert config.source.path is not None
         return JsonlSource(config.source.path, config.limits.max_record_bytes, store.get_offset(JsonlSource.name),
-                           config.source.start_at)
+                           config.source.start_at, config.source.rotation_grace_seconds)
     if config.source.type == "http_push":
         from agent.sources.http_push import HttpPushSource
 

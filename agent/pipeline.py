@@ -428,7 +428,8 @@ class Pipeline:
             now = self.clock.now()
             r = self.config.retention
             dropped = self.store.expire(now, now - r.pairs_max_age_seconds, r.max_pending, r.max_pairs,
-                                        r.max_events)
+                                        r.max_events, remember_ids_seconds=self.label_ttl,
+                                        max_seen_ids=r.max_seen_ids)
             pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
             for kind in ("output", "label"):
                 if dropped.get(kind):

@@ -1,7 +1,8 @@
 """The agent's state in one embedded SQLite database (WAL mode).
 
 What lives here survives a crash: outputs waiting for their labels, labels that came before their
-outputs, audited pairs, source offsets, detector state with the cursors that say which pairs it has
+outputs, audited pairs, the ids of outputs already dropped (so a late re-delivery is still a
+duplicate), source offsets, detector state with the cursors that say which pairs it has
 seen, persistent counters and alarm events. Every ingest batch is written in one transaction
 together with the source offset it reached, so a restart neither re-reads nor skips a record.
 
@@ -82,6 +83,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_queue_finished ON audit_queue(status, finished_at);
     CREATE TABLE audit_budget(audit TEXT NOT NULL, span TEXT NOT NULL, tokens REAL NOT NULL,
                               updated_at REAL NOT NULL, PRIMARY KEY(audit, span));
+    """,
+    # 3: ids of outputs that retention dropped, kept longer (and compactly), so that a late
+    # re-delivery of one (a push retry, a pull page fetched again) is still a duplicate
+    """
+    CREATE TABLE seen_ids(id TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX seen_ids_expiry ON seen_ids(expires_at);
     """,
 ]
 
@@ -181,8 +188,11 @@ class Store:
     # -- outputs and labels -----------------------------------------------------------------------
     def insert_output(self, rid: str, ts: float, segment: str | None, proxies: dict[str, float],
                       expires_at: float) -> OutputRow | None:
-        """Store an output; None when its id is already known (a re-delivery)."""
+        """Store an output; None when its id is already known (a re-delivery), even when its row has
+        already been dropped by retention (see :meth:`expire`)."""
         with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM seen_ids WHERE id = ?", (rid,)).fetchone() is not None:
+                return None
             cur = conn.execute(
                 "INSERT OR IGNORE INTO outputs(id, ts, segment, proxies, expires_at) VALUES (?,?,?,?,?)",
                 (rid, ts, segment, json.dumps(proxies, sort_keys=True), expires_at))
@@ -356,22 +366,29 @@ class Store:
 
     # -- retention ---------------------------------------------------------------------------------------
     def expire(self, now: float, pairs_min_ts: float, max_pending: int, max_pairs: int,
-               max_events: int) -> dict[str, int]:
+               max_events: int, remember_ids_seconds: float = 0.0,
+               max_seen_ids: int | None = None) -> dict[str, int]:
         """Bound disk use; returns what was dropped, by kind, for the expiry counters.
 
-        Pairs are deleted only behind the detectors' cursor, so nothing unseen is lost.
+        Pairs are deleted only behind the detectors' cursor, so nothing unseen is lost. The id of
+        every output dropped is kept in ``seen_ids`` until ``remember_ids_seconds`` after the
+        output's own expiry (the pipeline passes the label TTL: ids are remembered for twice the
+        TTL after ingest), so that re-delivering it is still a duplicate; beyond ``max_seen_ids`` of
+        them, the ones closest to their expiry are forgotten first.
         """
         dropped: dict[str, int] = {}
         with self.transaction() as conn:
+            conn.execute("DELETE FROM seen_ids WHERE expires_at <= ?", (now,))
             fed = self.get_cursor("detect.outputs")  # outputs the detectors have not seen yet stay
-            dropped["output"] = conn.execute(
-                "DELETE FROM outputs WHERE expires_at <= ? AND labelled = 0 AND seq <= ?", (now, fed)).rowcount
-            conn.execute("DELETE FROM outputs WHERE expires_at <= ? AND seq <= ?", (now, fed))
+            expired = "expires_at <= ? AND seq <= ?"
+            dropped["output"] = self._drop_outputs(conn, expired + " AND labelled = 0", (now, fed),
+                                                   remember_ids_seconds)
+            self._drop_outputs(conn, expired, (now, fed), remember_ids_seconds)
             dropped["label"] = conn.execute("DELETE FROM early_labels WHERE expires_at <= ?", (now,)).rowcount
             # Beyond max_pending outputs still waiting for a label, the oldest waiting ones go.
-            dropped["output"] += conn.execute(
-                "DELETE FROM outputs WHERE seq IN (SELECT seq FROM outputs WHERE labelled = 0"
-                " ORDER BY seq DESC LIMIT -1 OFFSET ?) AND seq <= ?", (max_pending, fed)).rowcount
+            dropped["output"] += self._drop_outputs(
+                conn, "seq IN (SELECT seq FROM outputs WHERE labelled = 0 ORDER BY seq DESC LIMIT -1 OFFSET ?)"
+                " AND seq <= ?", (max_pending, fed), remember_ids_seconds)
             conn.execute("DELETE FROM early_labels WHERE id IN"
                          " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
             seen = self.get_cursor("detect.pairs")
@@ -379,6 +396,17 @@ class Store:
                 "DELETE FROM pairs WHERE seq <= ? AND (ts < ? OR seq IN"
                 " (SELECT seq FROM pairs ORDER BY seq DESC LIMIT -1 OFFSET ?))",
                 (seen, pairs_min_ts, max_pairs)).rowcount
+            if max_seen_ids is not None:
+                conn.execute("DELETE FROM seen_ids WHERE id IN"
+                             " (SELECT id FROM seen_ids ORDER BY expires_at DESC LIMIT -1 OFFSET ?)", (max_seen_ids,))
             conn.execute("DELETE FROM events WHERE seq IN"
                          " (SELECT seq FROM events ORDER BY seq DESC LIMIT -1 OFFSET ?)", (max_events,))
         return dropped
+
+    @staticmethod
+    def _drop_outputs(conn: sqlite3.Connection, where: str, params: tuple[float, ...],
+                      remember_seconds: float) -> int:
+        """Delete the outputs matching ``where``, keeping their ids in ``seen_ids``; returns how many."""
+        conn.execute("INSERT OR REPLACE INTO seen_ids(id, expires_at)"
+                     f" SELECT id, expires_at + ? FROM outputs WHERE {where}", (remember_seconds, *params))
+        return int(conn.execute(f"DELETE FROM outputs WHERE {where}", params).rowcount)

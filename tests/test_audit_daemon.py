@@ -128,3 +128,14 @@ def test_a_missing_key_stops_run_but_only_warns_in_check_config(tmp_path: Path) 
                            capture_output=True, text=True, timeout=60, env=env)
     assert check.returncode == 0 and f"warning: {line}" in check.stderr
     assert check.stdout.startswith("ok:")
+
+
+def test_check_config_strict_refuses_what_run_refuses(tmp_path: Path) -> None:
+    config, _records = judge_config(tmp_path, "http://127.0.0.1:9/v1")
+    env = {k: v for k, v in os.environ.items() if k != "JUDGE_API_KEY"}
+    strict = [sys.executable, "-m", "agent", "check-config", str(config), "--strict"]
+    refused = subprocess.run(strict, capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == "audits.0.llm_judge.api_key_env: environment variable JUDGE_API_KEY is not set"
+    passed = subprocess.run(strict, capture_output=True, text=True, timeout=60, env={**env, "JUDGE_API_KEY": KEY})
+    assert passed.returncode == 0 and passed.stdout.startswith("ok:") and passed.stderr == ""

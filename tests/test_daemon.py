@@ -71,6 +71,25 @@ def test_rotation_and_truncation_lose_nothing(tmp_path: Path, agent_factory: Any
     assert agent.value("goodhart_records_rejected_total", reason="duplicate") == 0
 
 
+def test_create_mode_rotation_keeps_what_the_writer_adds_to_the_old_file(tmp_path: Path,
+                                                                         agent_factory: Any) -> None:
+    """logrotate ``create``: the app appends to the renamed file until it reopens its log."""
+    config, records = daemon_config(tmp_path)
+    append_lines(records, [record(f"a{i}", T0 + i) for i in range(3)])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_records_total", 3, source="jsonl") == 3
+    with open(records, "a", encoding="utf-8") as app_log:  # the application's handle, kept across the rename
+        os.rename(records, tmp_path / "outputs.jsonl.1")
+        append_lines(records, [record("b0", T0 + 10)])
+        time.sleep(0.6)  # several ingest ticks: the agent has noticed the rotation by now
+        app_log.write(json.dumps(record("a3", T0 + 3)) + "\n")
+        app_log.write(json.dumps(record("a4", T0 + 4)))  # its last record, without a newline
+    assert agent.wait_for("goodhart_records_total", 6, source="jsonl") == 6
+    assert agent.value("goodhart_records_rejected_total", reason="not_json") == 0
+    assert agent.value("goodhart_records_rejected_total", reason="duplicate") == 0
+    assert agent.wait_for("goodhart_pending_outputs", 6) == 6  # a3, a4 and b0 all stored
+
+
 def test_kill_9_mid_stream_then_restart_counts_every_record_once(tmp_path: Path, agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)
     total = 3000

@@ -5,7 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.config import config_from_mapping
+from agent.records import Record, RecordParser, Rejection
 from agent.sources.jsonl import JsonlSource
+
+
+class FakeMonotonic:
+    """A monotonic clock the test moves by hand, for the rotation grace period."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def drain(source: JsonlSource) -> list[bytes]:
@@ -34,13 +46,118 @@ def test_follows_appends_and_waits_for_a_partial_last_line(tmp_path: Path) -> No
 def test_rotation_reads_the_old_file_to_its_end_then_the_new_one(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_bytes(b"a\n")
-    source = JsonlSource(path, 1024)
+    clock = FakeMonotonic()
+    source = JsonlSource(path, 1024, monotonic=clock)
     assert drain(source) == [b"a"]
     with open(path, "ab") as f:
         f.write(b"b\n")
     os.rename(path, tmp_path / "out.jsonl.1")
     path.write_bytes(b"c\n")
-    assert drain(source) == [b"b", b"c"]
+    assert drain(source) == [b"b"]  # the new file waits out the grace period
+    clock.now += 2.0
+    assert drain(source) == [b"c"]
+
+
+def test_without_a_grace_period_rotation_switches_at_the_first_empty_read(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"a\n")
+    source = JsonlSource(path, 1024, rotation_grace_seconds=0.0)
+    assert drain(source) == [b"a"]
+    os.rename(path, tmp_path / "out.jsonl.1")
+    path.write_bytes(b"c\n")
+    assert drain(source) == [b"c"]
+
+
+def test_a_writer_still_appending_to_the_rotated_file_loses_nothing(tmp_path: Path) -> None:
+    """logrotate's ``create`` mode: the writer keeps its handle on the renamed file for a while."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"a\n")
+    clock = FakeMonotonic()
+    source = JsonlSource(path, 1024, rotation_grace_seconds=2.0, monotonic=clock)
+    assert drain(source) == [b"a"]
+    with open(path, "ab") as writer:  # opened before the rename, like the application's log handle
+        os.rename(path, tmp_path / "out.jsonl.1")
+        path.write_bytes(b"new-1\n")
+        assert drain(source) == []
+        clock.now += 1.5
+        writer.write(b"b\n")
+        writer.flush()
+        assert drain(source) == [b"b"]
+        clock.now += 1.9  # quiet for 1.9 s since "b": still inside the grace period
+        writer.write(b"c")  # even a growing partial line counts as the old file being alive
+        writer.flush()
+        assert drain(source) == []
+        clock.now += 1.9
+        assert drain(source) == []
+        writer.write(b"\n")
+        writer.flush()
+        assert drain(source) == [b"c"]
+    clock.now += 2.0
+    assert drain(source) == [b"new-1"]
+    with open(path, "ab") as f:
+        f.write(b"new-2\n")
+    assert drain(source) == [b"new-2"]
+
+
+def test_the_rotated_files_unterminated_tail_is_emitted_once_when_switching(tmp_path: Path) -> None:
+    parser = RecordParser(config_from_mapping({"proxies": [{"name": "p", "field": "p"}],
+                                               "audits": [{"name": "a", "field": "a"}]}, {}))
+    for tail, verdict in ((b'{"id": "t", "p": 1}', "accepted"), (b'{"id": "t", "p"', "not_json")):
+        path = tmp_path / f"{verdict}.jsonl"
+        path.write_bytes(b'{"id": "first", "p": 1}\n' + tail)
+        clock = FakeMonotonic()
+        source = JsonlSource(path, 1024, monotonic=clock)
+        assert len(drain(source)) == 1  # the tail waits for its newline
+        os.rename(path, tmp_path / f"{verdict}.jsonl.1")
+        path.write_bytes(b'{"id": "next", "p": 1}\n')
+        assert drain(source) == []
+        clock.now += 2.0
+        items = drain(source)
+        assert items == [tail, b'{"id": "next", "p": 1}']
+        parsed = parser.parse_line(items[0])
+        assert (isinstance(parsed, Record) and parsed.id == "t") if verdict == "accepted" else (
+            isinstance(parsed, Rejection) and parsed.reason == verdict)
+        assert drain(source) == []
+
+
+def test_the_switch_happens_only_when_its_batch_is_committed(tmp_path: Path) -> None:
+    """A store write that fails after the switching read must not lose the old file's tail."""
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"a\npartial")
+    clock = FakeMonotonic()
+    source = JsonlSource(path, 1024, monotonic=clock)
+    assert drain(source) == [b"a"]
+    os.rename(path, tmp_path / "out.jsonl.1")
+    path.write_bytes(b"b\n")
+    assert drain(source) == []
+    clock.now += 2.0
+    switching = source.read(100)
+    assert switching.items == [b"partial"] and switching.checkpoint is not None
+    again = source.read(100)  # not committed: the pipeline failed, so the same batch comes back
+    assert again.items == [b"partial"] and again.checkpoint == switching.checkpoint
+    source.commit(again.checkpoint)
+    assert drain(source) == [b"b"]
+
+
+def test_restart_during_the_grace_period_neither_skips_nor_rereads(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"1\n")
+    clock = FakeMonotonic()
+    source = JsonlSource(path, 1024, monotonic=clock)
+    assert drain(source) == [b"1"]
+    with open(path, "ab") as writer:
+        writer.write(b"2\n")
+        writer.flush()
+        os.rename(path, tmp_path / "out.jsonl.1")
+        path.write_bytes(b"new\n")
+        assert drain(source) == [b"2"]  # rotation noticed, the grace period running
+        checkpoint = source.last_checkpoint  # type: ignore[attr-defined]
+        source.close()
+        writer.write(b"3\n")  # written while the agent was down
+    restarted = JsonlSource(path, 1024, checkpoint=checkpoint, monotonic=clock)
+    assert drain(restarted) == [b"3"]  # found again by inode, read on from the stored offset
+    clock.now += 2.0
+    assert drain(restarted) == [b"new"]
 
 
 def test_truncation_restarts_at_the_top(tmp_path: Path) -> None:
@@ -89,7 +206,7 @@ def test_restart_after_rotation_finishes_the_rotated_file(tmp_path: Path) -> Non
         f.write(b"2\n")
     os.rename(path, tmp_path / "out.jsonl.1")
     path.write_bytes(b"3\n")
-    restarted = JsonlSource(path, 1024, checkpoint=checkpoint)
+    restarted = JsonlSource(path, 1024, checkpoint=checkpoint, rotation_grace_seconds=0.0)
     assert drain(restarted) == [b"2", b"3"]
 
 

@@ -72,3 +72,50 @@ def test_a_redelivered_label_is_a_duplicate(tmp_path: Path) -> None:
     again = pipeline.ingest_items("t", [{"id": "a", "audit": {"resolved": 1}}])
     assert first.joined == 1 and first.accepted == 1
     assert again.accepted == 0 and again.rejected == {"duplicate": 1}
+
+
+def test_an_output_redelivered_after_its_ttl_is_a_duplicate_and_never_fed_again(tmp_path: Path) -> None:
+    config = config_from_mapping({**BASE_CONFIG, "retention": {"label_ttl_seconds": 100}}, {})
+    clock = VirtualClock(1_790_000_000.0)
+    pipeline = Pipeline(config, Store(tmp_path), clock)
+    output = {"id": "o", "ts": clock.now(), "proxy": {"thumbs_up": 1}}
+    assert pipeline.ingest_items("t", [output]).accepted == 1
+    pipeline.detect()
+    pipeline.checkpoint()  # the detectors have seen it: retention may drop it
+    clock.advance_to(1_790_000_150.0)
+    assert pipeline.retention()["output"] == 1 and pipeline.store.get_output("o") is None
+    seen = pipeline.store.max_seq("outputs")
+    pipeline.store.close()
+    pipeline = Pipeline(config, Store(tmp_path), clock)  # a restart in between changes nothing
+    again = pipeline.ingest_items("t", [output, {**output, "audit": {"resolved": 1}}])
+    assert again.accepted == 0 and again.rejected == {"duplicate": 2}
+    assert pipeline.counter("records_rejected_total", reason="duplicate") == 2
+    assert pipeline.store.max_seq("outputs") == seen  # nothing new for the detectors
+    clock.advance_to(1_790_000_200.0)  # twice the TTL after ingest: the id is forgotten
+    pipeline.retention()
+    assert pipeline.ingest_items("t", [output]).accepted == 1
+
+
+def test_segments_beyond_the_maximum_fold_into_other_and_stay_folded_after_a_restart(tmp_path: Path) -> None:
+    config = config_from_mapping({**BASE_CONFIG, "segments": {"field": "labels.segment", "max_values": 2}}, {})
+    pipeline = Pipeline(config, Store(tmp_path), VirtualClock(1_790_000_000.0))
+
+    def push(rid: str, segment: str) -> None:
+        pipeline.ingest_items("t", [{"id": rid, "labels": {"segment": segment}, "proxy": {"thumbs_up": 1},
+                                     "audit": {"resolved": 1}}])
+
+    for i, segment in enumerate(["a", "b", "c", "d", "a"]):
+        push(f"r{i}", segment)
+    pipeline.detect()
+    counts = pipeline.store_stats().pair_counts
+    assert {k[2] for k in counts if k[:2] == ("thumbs_up", "resolved")} == {"*", "a", "b", "other"}
+    assert counts[("thumbs_up", "resolved", "other")] == 2
+    pipeline.store.close()
+    again = Pipeline(config, Store(tmp_path), VirtualClock(1_790_000_100.0))
+    again.ingest_items("t", [{"id": "late", "labels": {"segment": "e"}, "proxy": {"thumbs_up": 1},
+                              "audit": {"resolved": 0}}])
+    again.ingest_items("t", [{"id": "b2", "labels": {"segment": "b"}, "proxy": {"thumbs_up": 1},
+                              "audit": {"resolved": 0}}])
+    again.detect()
+    counts = again.store_stats().pair_counts
+    assert counts[("thumbs_up", "resolved", "other")] == 3 and counts[("thumbs_up", "resolved", "b")] == 2

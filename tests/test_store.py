@@ -29,6 +29,43 @@ def test_reopening_does_not_migrate_twice_and_a_newer_schema_is_refused(tmp_path
         Store(tmp_path)
 
 
+def test_a_database_of_an_older_schema_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "goodhart.db", isolation_level=None)
+    for version, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={version};\nCOMMIT;")
+    conn.execute("INSERT INTO outputs(id, ts, proxies, expires_at) VALUES ('old', 0, '{}', 1e9)")
+    conn.close()
+    store = Store(tmp_path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_output("old") is not None
+    assert store.insert_output("old", 0.0, None, {}, expires_at=1e9) is None
+
+
+def test_an_output_dropped_by_retention_stays_a_duplicate_for_another_ttl() -> None:
+    """Ids of dropped outputs are remembered until ``remember_ids_seconds`` past the output's expiry."""
+    store = Store(":memory:")
+    assert store.insert_output("o", 0.0, None, {"p": 1.0}, expires_at=10.0) is not None
+    for i in range(3):
+        assert store.insert_output(f"w{i}", 1.0, None, {"p": 1.0}, expires_at=1e9 + i) is not None
+    store.set_cursor("detect.outputs", 4)
+
+    def expire(now: float) -> dict[str, int]:
+        return store.expire(now=now, pairs_min_ts=-1.0, max_pending=100 if now < 15 else 1, max_pairs=100,
+                            max_events=10, remember_ids_seconds=10.0)
+
+    assert expire(12.0)["output"] == 1 and store.get_output("o") is None
+    assert store.insert_output("o", 0.0, None, {"p": 1.0}, expires_at=22.0) is None  # re-delivered: refused
+    assert expire(15.0)["output"] == 2  # w0, w1: dropped for max_pending, remembered just the same
+    assert store.insert_output("w0", 1.0, None, {"p": 1.0}, expires_at=25.0) is None
+    expire(19.9)
+    assert store.insert_output("o", 0.0, None, {"p": 1.0}, expires_at=29.9) is None
+    expire(20.0)  # twice the TTL after ingest: forgotten, so the table stays bounded
+    assert store.conn.execute("SELECT id FROM seen_ids ORDER BY id").fetchall() == [("w0",), ("w1",)]
+    assert store.insert_output("o", 0.0, None, {"p": 1.0}, expires_at=30.0) is not None
+    store.expire(now=20.0, pairs_min_ts=-1.0, max_pending=100, max_pairs=100, max_events=10, max_seen_ids=1)
+    assert store.conn.execute("SELECT id FROM seen_ids").fetchall() == [("w1",)]  # bounded: the newest stays
+
+
 def test_early_labels_merge_and_the_first_label_of_a_pair_wins() -> None:
     store = Store(":memory:")
     store.put_early_label("a", 1.0, {"resolved": 1.0}, 1.0, 100.0)

@@ -1,8 +1,17 @@
 """Follow a JSONL file on a shared volume the way a log shipper does.
 
 - appends are read as they land; a partial last line waits until its newline arrives;
-- rotation (rename, then a new file at the path) is noticed by the inode changing: the old file is
-  read to its end first (through the open handle, or found again by inode after a restart);
+- rotation (rename, then a new file at the path) is noticed by the inode changing. A writer that
+  rotates in logrotate's ``create`` mode keeps appending to the old (renamed) file until it reopens
+  its log, so the old file is not left at once: it is drained through the open handle (or found
+  again by inode after a restart) until it has produced nothing new for ``rotation_grace_seconds``
+  (measured on a monotonic clock). Until then the new file's lines wait, unread but not lost: the
+  checkpoint still points into the old file by inode, so a restart during the grace period neither
+  skips nor re-reads. When the source finally switches, an unterminated last line of the old file
+  (a writer that died mid-line, or one that never ends its last record with a newline) is emitted
+  as one final item: the parser rejects it as ``not_json`` when it is incomplete and accepts it
+  when it is a whole JSON object without its newline. The switch itself takes effect only when the
+  pipeline commits that batch, so a failed store write never loses the tail;
 - truncation (``copytruncate``, or the file rewritten in place) is noticed by the size dropping
   below the offset or the first bytes changing, and reading restarts at 0;
 - the position (inode, offset, a fingerprint of the first bytes) is the checkpoint the pipeline
@@ -13,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +31,7 @@ from agent.sources.base import Batch, Source
 
 READ_CHUNK = 1 << 20
 FINGERPRINT_BYTES = 128
+DEFAULT_ROTATION_GRACE_SECONDS = 2.0
 
 
 def _fingerprint(handle: IO[bytes], upto: int) -> str:
@@ -32,12 +44,19 @@ class JsonlSource(Source):
     name = "jsonl"
 
     def __init__(self, path: str | Path, max_line_bytes: int, checkpoint: dict[str, Any] | None = None,
-                 start_at: str = "beginning") -> None:
+                 start_at: str = "beginning", rotation_grace_seconds: float = DEFAULT_ROTATION_GRACE_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.errors = {"unreadable": 0}  # every reason exported from the start, at zero
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
+        self.rotation_grace_seconds = rotation_grace_seconds
+        self._monotonic = monotonic
         self._handle: IO[bytes] | None = None
+        # After a rotation: (the old file's size, when that size was first seen); None otherwise.
+        self._rotated: tuple[int, float] | None = None
+        # The new file, opened by the read that decided to switch; adopted when that batch commits.
+        self._next: tuple[IO[bytes], int] | None = None
         self._inode: int | None = None
         self._offset = 0
         self._fp = ""
@@ -74,14 +93,19 @@ class JsonlSource(Source):
             self.count_error("unreadable")
             self._up = False
             return False
+        self._adopt(handle, os.fstat(handle.fileno()).st_ino)
+        return True
+
+    def _adopt(self, handle: IO[bytes], inode: int) -> None:
+        """Make ``handle`` the file being read, from its first byte."""
         self._close_handle()
         self._handle = handle
-        self._inode = os.fstat(handle.fileno()).st_ino
+        self._inode = inode
         self._offset = 0
         self._fp, self._fp_len = "", 0
         self._skipping = False
+        self._rotated = None
         self._up = True
-        return True
 
     def _reopen_by_inode(self) -> None:
         """After a restart, find the file we were reading: at its path, or rotated beside it."""
@@ -108,6 +132,11 @@ class JsonlSource(Source):
             self._handle.close()
             self._handle = None
 
+    def _drop_next(self) -> None:
+        if self._next is not None:
+            self._next[0].close()
+            self._next = None
+
     def _path_inode(self) -> int | None:
         try:
             return self.path.stat().st_ino
@@ -116,6 +145,7 @@ class JsonlSource(Source):
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, max_items: int) -> Batch:
+        self._drop_next()  # a switch that was read but never committed is decided afresh
         if self._handle is None and not self._open_current():
             return Batch()
         assert self._handle is not None
@@ -128,9 +158,44 @@ class JsonlSource(Source):
             return batch
         # At the end of this file: if the path now names a different file, it was rotated.
         current = self._path_inode()
-        if current is not None and current != self._inode:
-            self._open_current()
-            return Batch(checkpoint=self._checkpoint(0, False))
+        if current == self._inode:
+            self._rotated = None
+        elif current is not None:
+            return self._after_rotation()
+        return batch
+
+    def _after_rotation(self) -> Batch:
+        """Drained the old file for now: switch once it has been quiet for the grace period."""
+        assert self._handle is not None
+        size = os.fstat(self._handle.fileno()).st_size
+        now = self._monotonic()
+        if self._rotated is None or self._rotated[0] != size:
+            self._rotated = (size, now)  # just rotated, or the old file grew: wait a whole grace period
+        if now - self._rotated[1] < self.rotation_grace_seconds:
+            return Batch()
+        return self._switch(size)
+
+    def _switch(self, size: int) -> Batch:
+        """The batch that ends the old file: its unterminated tail, if any, and the new file's start."""
+        assert self._handle is not None
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - adopted in commit(), closed in close()
+        except FileNotFoundError:
+            return Batch()  # renamed away again: the next read looks anew
+        except OSError:
+            self.count_error("unreadable")
+            return Batch()
+        inode = os.fstat(handle.fileno()).st_ino
+        self._next = (handle, inode)
+        batch = Batch(checkpoint={**self._checkpoint(0, False), "inode": inode, "fingerprint": "",
+                                  "fingerprint_len": 0})
+        if size > self._offset and not self._skipping:  # inside an over-long line: already counted
+            self._handle.seek(self._offset)
+            tail = self._handle.read(min(size - self._offset, self.max_line_bytes + 1))
+            if len(tail) > self.max_line_bytes:
+                batch.too_large += 1
+            elif tail.strip():
+                batch.items.append(tail)
         return batch
 
     def _read_lines(self, max_items: int) -> Batch:
@@ -180,10 +245,14 @@ class JsonlSource(Source):
     def commit(self, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is None:
             return
+        if self._next is not None and checkpoint.get("inode") == self._next[1]:
+            self._adopt(*self._next)  # the old file's last batch is stored: move on to the new one
+            self._next = None
         self._offset = int(checkpoint["offset"])
         self._skipping = bool(checkpoint["skipping"])
 
     def close(self) -> None:
+        self._drop_next()
         self._close_handle()
 
     @property
