@@ -72,7 +72,7 @@ def agent_config_schema(root: Path = ROOT) -> dict[str, Any] | None:
 
     Computed in a fresh interpreter so that the agent found is the one under ``root``.
     """
-    if not (root / "agent" / "config.py").exists():
+    if not (root / "agent" / "config" / "__init__.py").exists():
         return None
     code = "import json; from agent.config import Config; print(json.dumps(Config.model_json_schema()))"
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,

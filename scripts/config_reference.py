@@ -1,6 +1,6 @@
 """Writes docs/config.md from the config schema, so the reference can never drift from the code.
 
-Run ``python scripts/config_reference.py`` after changing agent/config.py; a test fails when the
+Run ``python scripts/config_reference.py`` after changing agent/config/; a test fails when the
 committed file differs from what this prints.
 """
 
@@ -18,7 +18,7 @@ from agent.config import Config
 
 HEADER = """# Configuration reference
 
-Generated from `agent/config.py` by `python scripts/config_reference.py`; do not edit by hand.
+Generated from `agent/config/` by `python scripts/config_reference.py`; do not edit by hand.
 `[]` marks a list item. A key without a default is required when its section is present.
 Any scalar key can be overridden from the environment as `GOODHART__SECTION__KEY=value`.
 

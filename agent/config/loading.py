@@ -1,0 +1,91 @@
+"""Turning a YAML file (or an already parsed mapping) into a validated ``Config``.
+
+Environment overrides are overlaid on the parsed tree before validation, and pydantic's errors
+become one ``key.path: reason`` line each in a ``ConfigError``, so every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agent.config.base import ConfigError
+from agent.config.schema import Config
+
+ENV_PREFIX = "GOODHART__"
+ENV_SHORTHANDS = {
+    "GOODHART_STATE_DIR": ("state_dir",),
+    "GOODHART_LISTEN": ("listen",),
+    "GOODHART_LOG_LEVEL": ("log", "level"),
+}
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if not e["loc"] and re.match(r"^[\w.]+: ", msg):  # a cross-key check that names its own key path
+            problems.append(msg)
+            continue
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``GOODHART__A__B=value`` and the shorthands onto the parsed YAML tree."""
+    for key, raw in sorted(environ.items()):
+        if key in ENV_SHORTHANDS:
+            _set_path(tree, ENV_SHORTHANDS[key], raw)
+        elif key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            path = tuple(p.lower() for p in key[len(ENV_PREFIX):].split("__"))
+            if any(part.isdigit() for part in path):
+                raise ConfigError([f"{key}: list entries (proxies, audits) cannot be overridden from the environment"])
+            value = yaml.safe_load(raw) if raw.strip() else raw
+            _set_path(tree, path, value)
+    return tree
+
+
+def config_from_mapping(tree: Any, environ: Mapping[str, str] | None = None) -> Config:
+    if not isinstance(tree, dict):
+        raise ConfigError(["(top level): expected a mapping of keys"])
+    tree = apply_env_overrides(copy.deepcopy(tree), os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; every problem is reported, not just the first."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"(file): cannot read {path}: {err.strerror}"]) from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"(file): not valid YAML{where}"]) from None
+    return config_from_mapping(tree if tree is not None else {}, environ)

@@ -1,0 +1,106 @@
+"""The ``source:`` section: where live records come from in ``run`` mode (jsonl, http_push, http_pull).
+
+Keys that only mean something for some source types are listed in ``SOURCE_KEY_TYPES``; setting one
+for another type is an error rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from agent.config.base import DottedPath, EnvVarName, PositiveSeconds, Strict, check_listen
+
+DEFAULT_PUSH_LISTEN = "127.0.0.1:10101"
+PUSH_SHARED_LISTENER = "shared"
+_PUSH, _PULL = ("http_push",), ("http_pull",)
+#: source keys that only mean something for some types; setting one for another type is an error
+SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
+    "path": ("jsonl",), "start_at": ("jsonl",), "rotation_grace_seconds": ("jsonl",),
+    "listen": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH, "retry_after_seconds": _PUSH,
+    "token_env": (*_PUSH, *_PULL), "token_file": (*_PUSH, *_PULL),
+    **dict.fromkeys(("url", "params", "headers", "headers_env", "headers_file", "cursor_param", "cursor_start",
+                     "cursor_field", "cursor_record_field", "records_field", "poll_seconds", "timeout_seconds",
+                     "backoff_initial_seconds", "backoff_max_seconds", "max_reply_bytes", "verify_tls",
+                     "ca_bundle"), _PULL),
+}
+
+
+class SourceConfig(Strict):
+    """Where live records come from in ``run`` mode."""
+
+    type: Literal["jsonl", "http_push", "http_pull"] = Field("jsonl", description="which kind of source")
+    path: str | None = Field(None, description="JSONL file to follow (type jsonl)")
+    start_at: Literal["beginning", "end"] = Field(
+        "beginning", description="where a jsonl source starts when no offset is stored yet")
+    rotation_grace_seconds: float = Field(
+        2.0, ge=0, le=3600,
+        description="after a rotation, the old file is still read until it has been quiet this long (jsonl)")
+    max_batch_records: int = Field(5000, ge=1, description="records per ingest step at most")
+    # http_push and http_pull: a bearer token (push: required from clients; pull: sent), never inline
+    token_env: EnvVarName | None = Field(default=None, description="environment variable holding the bearer token")
+    token_file: str | None = Field(default=None, description="file holding the bearer token (e.g. a mounted Secret)")
+    # http_push
+    listen: str = Field(default=DEFAULT_PUSH_LISTEN,
+                        description="HOST:PORT of the push listener, or 'shared' for the agent's main listener")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=256 << 20, description="largest push body (413 above)")
+    max_in_flight: int = Field(default=4, ge=1, le=256, description="pushes read and stored at once (429 above)")
+    retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
+    # http_pull
+    url: str | None = Field(default=None, description="the URL polled (type http_pull)")
+    params: dict[str, str] = Field(default_factory=dict, description="extra query parameters, e.g. a page size")
+    headers: dict[str, str] = Field(default_factory=dict, description="request headers that are not secret")
+    headers_env: dict[str, EnvVarName] = Field(default_factory=dict,
+                                               description="header name → environment variable holding its value")
+    headers_file: dict[str, str] = Field(default_factory=dict,
+                                         description="header name → file holding its value")
+    cursor_param: str = Field(default="cursor", min_length=1, description="query parameter that carries the cursor")
+    cursor_start: str | int | float | None = Field(default=None, description="cursor of the very first request")
+    cursor_field: str | None = Field(
+        default="next_cursor", min_length=1,
+        description="next cursor in an object reply (JSON pointer or dotted path); null: the last record's")
+    cursor_record_field: DottedPath = Field(default="ts", description="field of the last record used as the cursor")
+    records_field: str = Field(default="records", min_length=1,
+                               description="the records in an object reply (JSON pointer or dotted path)")
+    poll_seconds: PositiveSeconds = Field(default=10.0, description="pause after the last page before polling again")
+    timeout_seconds: PositiveSeconds = Field(default=10.0, description="whole time allowed for one request")
+    backoff_initial_seconds: PositiveSeconds = Field(default=1.0, description="first wait after a failed request")
+    backoff_max_seconds: PositiveSeconds = Field(default=300.0, description="longest wait between failed requests")
+    max_reply_bytes: int = Field(default=16 << 20, ge=1024, description="largest reply read")
+    verify_tls: bool = Field(default=True, description="verify the server's TLS certificate")
+    ca_bundle: str | None = Field(default=None, description="CA bundle file to verify it with instead of the system's")
+
+    @field_validator(*SOURCE_KEY_TYPES)
+    @classmethod
+    def _used_by_type(cls, value: Any, info: ValidationInfo) -> Any:
+        kinds = SOURCE_KEY_TYPES[str(info.field_name)]
+        kind = info.data.get("type")
+        if kind is not None and kind not in kinds:
+            raise ValueError(f"only used when type is {' or '.join(kinds)}, not {kind}")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_or_shared(cls, value: str) -> str:
+        return value if value == PUSH_SHARED_LISTENER else check_listen(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/?#\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _required_per_type(self) -> SourceConfig:
+        if self.type == "jsonl" and not self.path:
+            raise ValueError("path is required when type is jsonl")
+        if self.type == "http_pull" and not self.url:
+            raise ValueError("url is required when type is http_pull")
+        if self.token_env and self.token_file:
+            raise ValueError("set at most one of token_env, token_file")
+        if self.backoff_initial_seconds > self.backoff_max_seconds:
+            raise ValueError("backoff_initial_seconds must not exceed backoff_max_seconds")
+        return self
