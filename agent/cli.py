@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = command("check-config", "Validate a config file; one line per problem with its key path.")
     check.add_argument("file", help="YAML config file")
-    check.add_argument("--outputs-per-second", type=float, default=1.0,
-                       help="traffic used to express the false-alarm budget as time (default 1)")
+    check.add_argument("--audits-per-second", type=float, default=None,
+                       help="audited pairs per second the deployment gets, to state the budget as time")
     check.add_argument("--strict", action="store_true",
                        help="treat warnings (an unset API key variable) as errors: exit 2, as run and replay would")
 
@@ -91,17 +91,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
 
     gamma = config.detection.audits_between_false_alarms
-    audits_per_second = args.outputs_per_second * config.audit_sampling.rate if any(
-        a.field is None for a in config.audits) else args.outputs_per_second
-    days = gamma / audits_per_second / 86400 if audits_per_second > 0 else float("inf")
     print(f"ok: {len(config.proxies)} proxies x {len(config.audits)} audits = {config.pair_count} pairs, "
           f"segments {'by ' + config.segments.field if config.segments else 'off'}")
     print(f"false alarms: at most 1 per {gamma:,.0f} audits for the whole deployment "
-          f"(about every {days:,.1f} days at {audits_per_second:g} audits/s); "
-          f"per test {per_test_arl(config):,.0f} audited pairs")
+          f"(each test: 1 per {per_test_arl(config):,.0f} of its audited pairs)")
+    rates = [args.audits_per_second] if args.audits_per_second else [0.1, 1.0, 10.0]
+    print("  that is about one every " + ", ".join(
+        f"{_duration(gamma / rate)} at {rate:g} audits/s" for rate in rates if rate > 0))
     for problem in problems:  # where check-config runs is often not where the daemon runs
         print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
     return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

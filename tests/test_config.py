@@ -64,6 +64,17 @@ def test_contract_config_is_valid(tmp_path: Path) -> None:
     assert "false alarm" in result.stdout
 
 
+def test_check_config_states_the_false_alarm_budget_in_audits_and_in_time(tmp_path: Path) -> None:
+    path = tmp_path / "minimal.yaml"
+    path.write_text(MINIMAL_CONFIG + "detection:\n  audits_between_false_alarms: 200000\n")
+    result = subprocess.run([sys.executable, "-m", "agent", "check-config", str(path), "--audits-per-second", "0.5"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "at most 1 per 200,000 audits for the whole deployment" in result.stdout
+    assert "(each test: 1 per 400,000 of its audited pairs)" in result.stdout  # 2 x 1 pair x 200,000
+    assert "about one every 4.6 days at 0.5 audits/s" in result.stdout
+
+
 def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     path = tmp_path / "minimal.yaml"
     path.write_text(MINIMAL_CONFIG)
