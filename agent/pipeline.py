@@ -36,6 +36,8 @@ ALL = "*"
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 OutputHook = Callable[[OutputRow, Record], None]
+#: counter values by (name, sorted labels), as persisted in the store's ``counters`` table
+Counts = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
@@ -114,7 +116,7 @@ class Pipeline:
         self.output_hooks: list[OutputHook] = []
         self.jobs: dict[str, JobStats] = defaultdict(JobStats)
         self.last_record_ts: dict[str, float] = {}
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.counters: Counts = {}
         self.snapshot = Snapshot()
         self._store_stats: tuple[int, StoreStats] | None = None
         self._stats_lock = threading.Lock()
@@ -157,7 +159,7 @@ class Pipeline:
         self._dirty.add(key)
         return detector
 
-    def _count(self, pending: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+    def _count(self, pending: Counts, name: str,
                by: float = 1.0, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
         pending[key] = pending.get(key, 0.0) + by
@@ -183,7 +185,7 @@ class Pipeline:
     def ingest_batch(self, source_name: str, batch: Batch) -> IngestResult:
         """Store one batch and its checkpoint in a single transaction."""
         with self.lock:
-            pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            pending: Counts = {}
             try:
                 with self.store.transaction():
                     result = self._ingest_items(source_name, batch.items, pending)
@@ -208,7 +210,7 @@ class Pipeline:
         return self.ingest_batch(source_name, Batch(items=list(items)))
 
     def _ingest_items(self, source_name: str, items: Iterable[bytes | dict[str, Any]],
-                      pending: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> IngestResult:
+                      pending: Counts) -> IngestResult:
         result = IngestResult()
         now = self.clock.now()
         for item in items:
@@ -230,13 +232,13 @@ class Pipeline:
                 self.last_record_ts[source_name] = max(self.last_record_ts.get(source_name, 0.0), ts)
         return result
 
-    def _reject(self, pending: dict[tuple[str, tuple[tuple[str, str], ...]], float], result: IngestResult,
+    def _reject(self, pending: Counts, result: IngestResult,
                 reason: str) -> None:
         self._count(pending, "records_rejected_total", reason=reason)
         result.rejected[reason] = result.rejected.get(reason, 0) + 1
 
     def _ingest_output(self, record: Record, ts: float, segment: str | None, now: float,
-                       pending: dict[tuple[str, tuple[tuple[str, str], ...]], float], result: IngestResult) -> bool:
+                       pending: Counts, result: IngestResult) -> bool:
         output = self.store.insert_output(record.id, ts, segment, record.proxies, now + self.label_ttl)
         if output is None:  # seen before: only new audit values it carries still count
             known = self.store.get_output(record.id)
@@ -264,7 +266,7 @@ class Pipeline:
         return True
 
     def _ingest_label(self, record: Record, ts: float, now: float,
-                      pending: dict[tuple[str, tuple[tuple[str, str], ...]], float], result: IngestResult) -> bool:
+                      pending: Counts, result: IngestResult) -> bool:
         output = self.store.get_output(record.id)
         if output is None:
             self.store.put_early_label(record.id, ts, record.audits, 1.0, now + self.label_ttl)
@@ -430,7 +432,7 @@ class Pipeline:
             dropped = self.store.expire(now, now - r.pairs_max_age_seconds, r.max_pending, r.max_pairs,
                                         r.max_events, remember_ids_seconds=self.label_ttl,
                                         max_seen_ids=r.max_seen_ids)
-            pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            pending: Counts = {}
             for kind in ("output", "label"):
                 if dropped.get(kind):
                     self._count(pending, "labels_expired_total", dropped[kind], kind=kind)

@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.audit.producer import TERMINAL_REASONS, TRANSIENT_REASONS
-from agent.pipeline import Pipeline
+from agent.pipeline import Counts, Pipeline
 
 if TYPE_CHECKING:
     from agent.audit.service import AuditService
-
-CounterKey = tuple[str, tuple[tuple[str, str], ...]]
-Counts = dict[CounterKey, float]
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SKIP_REASONS: tuple[str, ...] = ("budget", "queue_full", "error")
