@@ -84,6 +84,8 @@ class DetectionConfig(Strict):
         100_000, ge=100, description="expected audits between false alarms, whole deployment")
     reference_pairs: int = Field(200, ge=20, description="audited pairs that form the reference")
     shift: float = Field(1.0, gt=0, le=5, description="design shift of the CUSUMs, in residual standard deviations")
+    binary_shift: float = Field(
+        0.3, gt=0, le=1, description="design drop in pass rate of the level CUSUM for 0/1 (pass/fail) audits")
     warn_ratio: float = Field(0.01, gt=0, lt=1, description="warn fires at this fraction of the alarm's run length")
     window: int = Field(200, ge=20, le=100_000, description="recent audited pairs behind gap and rank correlation")
     window_seconds: PositiveSeconds = Field(3600, description="window of the exported proxy/audit means")

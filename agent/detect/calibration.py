@@ -33,6 +33,15 @@ _NODES, _WEIGHTS = hermegauss(80)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()  # probabilists' Gauss-Hermite: E[g(Z)], Z ~ N(0, 1)
 
 
+def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = hermegauss(n)
+    return nodes, weights / weights.sum()
+
+
+_NODES_2D = _gh(24)  # bias nodes when the score scale is uncertain too
+_NODES_SCALE = _gh(7)  # log-scale nodes
+
+
 def _log_em1mx(t: np.ndarray) -> np.ndarray:
     """log(exp(t) - t - 1) for t >= 0, without overflow or cancellation."""
     t = np.where(np.isfinite(t), t, 1e300)
@@ -155,10 +164,16 @@ def _tilts(increments: np.ndarray) -> np.ndarray:
 
 def empirical_threshold(
     arl0: float, k: float, scores: np.ndarray, tau: float = 0.0, overshoot: float = 0.583,
+    scale_sd: float = 0.0, scale_corr: float = 0.0,
 ) -> float:
-    """Like :func:`cusum_threshold`, for increments ``scores - k + delta`` drawn from the
+    """Like :func:`cusum_threshold`, for increments ``s * scores - k + delta`` drawn from the
     empirical distribution of ``scores`` (the reference's own standardised scores, oriented so
-    that larger means "toward alarm"), with ``delta ~ N(0, tau^2)``.
+    that larger means "toward alarm"), with ``delta ~ N(0, tau^2)`` and ``log s ~ N(0,
+    scale_sd^2)`` (correlation ``scale_corr`` with ``delta``): the reference also misjudges the
+    *spread* of future scores (its s.d. is estimated from the same few hundred pairs: a line too
+    steep both biases the slope score and widens it), and at a large ``arl0`` the rate
+    is very sensitive to it (``ARL ~ exp(2 |D| h / sigma^2)``: 10% more spread than the
+    reference saw can cost a factor 10 in run length at ``arl0 ~ 10^6``).
 
     Uses Siegmund's form with Wald's tilt ``theta`` in place of ``2|D|``:
     ``ARL ~ (exp(theta b) - theta b - 1) / (theta |mu|)``, ``b = h + overshoot * sd``; the
@@ -166,8 +181,24 @@ def empirical_threshold(
     """
     if not arl0 > 1.0:
         raise ValueError(f"arl0 must be > 1, got {arl0}")
+    if scale_sd < 0:
+        raise ValueError("scale_sd must be non-negative")
     x = np.asarray(scores, dtype=float)
-    y = x[None, :] - k + (_NODES * tau)[:, None]
+    if scale_sd > 0:
+        # A product grid over (bias, log-scale); fewer bias nodes keep the tilts cheap (the
+        # integrand is smooth in the bias, 24 Gauss-Hermite nodes are exact to ~1e-6 here).
+        dn, dw = _NODES_2D
+        sn, sw = _NODES_SCALE
+        rho = min(max(scale_corr, -1.0), 1.0)
+        z1 = np.repeat(dn, len(sn))
+        z2 = np.tile(sn, len(dn))
+        shifts = z1 * tau
+        scales = np.exp(scale_sd * (rho * z1 + math.sqrt(1.0 - rho * rho) * z2))
+        weights = np.outer(dw, sw).ravel()
+        y = scales[:, None] * x[None, :] - k + shifts[:, None]
+    else:
+        weights = _WEIGHTS
+        y = x[None, :] - k + (_NODES * tau)[:, None]
     mu = y.mean(axis=1)
     sd = np.maximum(y.std(axis=1), 1e-12)
     neg = mu < -1e-9
@@ -187,7 +218,7 @@ def empirical_threshold(
         top = float(logs.max())
         if not math.isfinite(top):  # no reachable excursion at all (degenerate, noiseless scores)
             return top
-        return top + math.log(float(np.sum(_WEIGHTS * np.exp(logs - top))))
+        return top + math.log(float(np.sum(weights * np.exp(logs - top))))
 
     lo, hi = 0.0, 1.0
     while log_rate(hi) > target:

@@ -20,6 +20,12 @@ move proxy and audit along the same line and leave both scores centred; the unce
 extrapolated slope is charged to the level test as an allowance that grows with the distance of
 recent proxies from the reference mean.
 
+For 0/1 audits the level CUSUM is designed for a pass-rate drop of ``binary_shift`` (audit
+units) instead of ``shift`` residual s.d. A reference with no residual spread (a 0/1 proxy equal
+to its audit, a constant audit) is smoothed by pseudo pairs (see :mod:`agent.detect.reference`).
+State version 4 adds the alarm latch (an alarm holds until its excursion ends); versions 2 and 3
+still load (version 2: k = shift / 2).
+
 Sampling weights (inverse inclusion probabilities) weight the reference fit, every estimate
 (``gap`` and its interval) and the level test's evidence: a pair's level score is multiplied by
 its weight over the recent mean audited weight (bounded), so the level CUSUM watches the
@@ -98,6 +104,7 @@ class DecouplingDetector(Detector):
         span: int = 100,
         clip: float = 3.0,
         bootstrap: int = 200,
+        binary_shift: float = 0.3,
     ) -> None:
         if not arl0 > 1:
             raise ValueError(f"arl0 must be > 1, got {arl0}")
@@ -105,6 +112,8 @@ class DecouplingDetector(Detector):
             raise ValueError(f"reference_pairs must be >= 20, got {reference_pairs}")
         if not shift > 0 or not 0 < warn_ratio <= 1 or window < 2 or span < 1 or slope_allowance < 0:
             raise ValueError("need shift > 0, 0 < warn_ratio <= 1, window >= 2, span >= 1, slope_allowance >= 0")
+        if not 0 < binary_shift < 1:
+            raise ValueError(f"binary_shift must be in (0, 1), got {binary_shift}")
         self.arl0 = float(arl0)
         self.reference_pairs = int(reference_pairs)
         self.shift = float(shift)
@@ -114,19 +123,31 @@ class DecouplingDetector(Detector):
         self.span = int(span)
         self.clip = float(clip)
         self.bootstrap = int(bootstrap)
+        self.binary_shift = float(binary_shift)
         self._names = tuple(name for name, *_ in BANK)
         self._level_names = tuple(name for name, kind, *_ in BANK if kind == "level")
-        self._ks = {name: frac * self.shift / 2.0 for name, _, frac, _ in BANK}
+        self._set_ks()
         # Monotone counters live across rebaselines, so they are not part of _reset().
         self._counters = {"pairs": 0.0, "samples": 0.0, "residual_positive_sum": 0.0,
                           "residual_negative_sum": 0.0, "residual_squares": 0.0}
         self._baseline_ts = -math.inf
         self._reset()
 
+    def _set_ks(self) -> None:
+        """CUSUM reference values: half the design shift. The design shift is ``shift``
+        residual s.d., except for the level test of a 0/1 audit: a drop of ``binary_shift`` in
+        pass rate, converted to score units by the reference's own residual scale (if smaller)."""
+        ref = getattr(self, "_ref", None)
+        binary_k = min(self.shift, self.binary_shift * ref.level_gain) / 2.0 if ref is not None and ref.binary \
+            else None
+        self._ks = {name: frac * (binary_k if binary_k is not None and kind == "level" else self.shift / 2.0)
+                    for name, kind, frac, _ in BANK}
+
     @property
     def k(self) -> float:
-        """CUSUM reference value of the primary level test: half the design shift (in s.d.)."""
-        return self.shift / 2.0
+        """CUSUM reference value of the primary level test: half the design shift (in s.d.);
+        for a 0/1 audit's reference, its likelihood-ratio drift."""
+        return self._ks["level"]
 
     def _reset(self) -> None:
         self._ref: ReferenceRelation | None = None
@@ -143,12 +164,15 @@ class DecouplingDetector(Detector):
         self._count = 0
         # Window estimates only change with a new pair; a detect tick often brings none.
         self._window_cache: tuple[tuple[float, int], ReferenceRelation, dict[str, Any]] | None = None
+        self._set_ks()
 
     @staticmethod
     def _empty_excursion() -> dict[str, float]:
         # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero;
-        # sp: weighted (prediction - reference mean audit), the part of the gap the proxy moved.
-        return {"s": 0.0, "since": math.inf, "n": 0.0, "sw": 0.0, "sg": 0.0, "sp": 0.0}
+        # sp: weighted (prediction - reference mean audit), the part of the gap the proxy moved;
+        # a: 1 once s crossed its alarm threshold in this excursion (the alarm holds until s
+        # returns to 0: one excursion, one alarm, as the run-length calibration counts them).
+        return {"s": 0.0, "since": math.inf, "n": 0.0, "sw": 0.0, "sg": 0.0, "sp": 0.0, "a": 0.0}
 
     # -- observations -----------------------------------------------------------------------
     def observe_proxy(self, ts: float, value: float) -> None:
@@ -208,12 +232,15 @@ class DecouplingDetector(Detector):
         e["sw"] += w
         e["sg"] += w * gap
         e["sp"] += w * moved
+        if s > self._h[name][0]:
+            e["a"] = 1.0
 
     def _fit(self) -> None:
         arr = np.asarray(self._warmup, dtype=float)
         self._ref = ReferenceRelation(clip=self.clip, bootstrap=self.bootstrap).fit(
             arr[:, 0], arr[:, 1], arr[:, 2])
         self._warmup = []
+        self._set_ks()
         self._weight_mean = self._ref.weight_mean_
         self._thresholds()
 
@@ -224,14 +251,18 @@ class DecouplingDetector(Detector):
         ref = self._ref
         assert ref is not None
         var_centre = 1.0 / self.span  # EWMA noise in the slope score's centring, ~alpha/(2-alpha)
-        scores = {"level": (ref.level_scores_ * ref.level_inflation_, ref.level_tau_),
-                  "slope": (ref.slope_scores_ * ref.slope_inflation_ * math.sqrt(1 + var_centre), ref.slope_tau_)}
+        # The spread of future scores is averaged over for the slope test only: that is where a
+        # mis-estimated spread was shown to break the budget (a steep reference line widens the
+        # slope scores); on the level test it cost delay without a measured budget gain.
+        scores = {"level": (ref.level_scores_ * ref.level_inflation_, ref.level_tau_, 0.0, 0.0),
+                  "slope": (ref.slope_scores_ * ref.slope_inflation_ * math.sqrt(1 + var_centre), ref.slope_tau_,
+                            ref.slope_scale_sd_, ref.slope_scale_corr_)}
         for name, kind, _frac, share in BANK:
-            x, tau = scores[kind]
+            x, tau, scale_sd, corr = scores[kind]
             k = self._ks[name]
-            h = empirical_threshold(self.arl0 / share, k, x, tau, OVERSHOOT)
+            h = empirical_threshold(self.arl0 / share, k, x, tau, OVERSHOOT, scale_sd, corr)
             warn_arl = max(self.warn_ratio * self.arl0 / share, 2.0)
-            self._h[name] = [h, min(h, empirical_threshold(warn_arl, k, x, tau, OVERSHOOT))]
+            self._h[name] = [h, min(h, empirical_threshold(warn_arl, k, x, tau, OVERSHOOT, scale_sd, corr))]
             if kind == "level":
                 self._allow[name] = extrapolation_allowance(
                     h, k, tau, self.slope_allowance * ref.slope_sd_, _GRID).tolist()
@@ -264,9 +295,10 @@ class DecouplingDetector(Detector):
         mapped = {name: self._mapped(name) for name in self._names}
 
         def level_of(name: str) -> int:
-            s = self._cusum[name]["s"]
+            e = self._cusum[name]
+            s = e["s"]
             h, hw = self._h[name]
-            return 2 if s > h else 1 if s > hw else 0
+            return 2 if s > h or (e["a"] and s > 0) else 1 if s > hw else 0
 
         best = max(self._level_names, key=lambda name: mapped[name])
         lvl, slp = self._cusum[best], self._cusum["slope"]
@@ -350,17 +382,18 @@ class DecouplingDetector(Detector):
     def state_dict(self) -> dict[str, Any]:
         ts, p, a, w = self._window()
         return {
-            "version": 2,
+            "version": 4,
             "params": {"arl0": self.arl0, "reference_pairs": self.reference_pairs, "shift": self.shift,
                        "warn_ratio": self.warn_ratio, "window": self.window,
                        "slope_allowance": self.slope_allowance, "span": self.span, "clip": self.clip,
-                       "bootstrap": self.bootstrap},
+                       "bootstrap": self.bootstrap, "binary_shift": self.binary_shift},
             "counters": dict(self._counters),
             "baseline_ts": _f(self._baseline_ts),
             "reference": self._ref.to_dict() if self._ref is not None else None,
             "warmup": [list(x) for x in self._warmup],
             "thresholds": {k: list(v) for k, v in self._h.items()},
             "allowance": {k: list(v) for k, v in self._allow.items()},
+            "ks": dict(self._ks),
             "centre": self._centre,
             "weight_mean": self._weight_mean,
             "proxy_ewma": self._proxy_ewma,
@@ -370,7 +403,8 @@ class DecouplingDetector(Detector):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != 2:
+        # 2: before 0/1 audits had their own level score; 3: before alarms held for the excursion
+        if state.get("version") not in (2, 3, 4):
             raise ValueError(f"unknown detector state version: {state.get('version')!r}")
         self.__init__(**state["params"])  # type: ignore[misc]
         self._counters = {k: float(v) for k, v in state["counters"].items()}
@@ -378,6 +412,9 @@ class DecouplingDetector(Detector):
         self._baseline_ts = -math.inf if bts is None else float(bts)
         ref = state["reference"]
         self._ref = ReferenceRelation.from_dict(ref) if ref is not None else None
+        # Version 2 used shift / 2 everywhere; its thresholds were calibrated for that.
+        self._ks = {k: float(v) for k, v in state["ks"].items()} if "ks" in state else {
+            name: frac * self.shift / 2.0 for name, _, frac, _ in BANK}
         self._warmup = [[float(v) for v in x] for x in state["warmup"]]
         self._h = {k: [float(x) for x in v] for k, v in state["thresholds"].items()}
         self._allow = {k: [float(x) for x in v] for k, v in state["allowance"].items()}
@@ -387,6 +424,8 @@ class DecouplingDetector(Detector):
         self._late = int(state["late"])
         self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
                        for k, e in state["cusum"].items()}
+        for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one
+            e.setdefault("a", 1.0 if name in self._h and e["s"] > self._h[name][0] else 0.0)
         win = np.asarray(state["window"], dtype=float).reshape(4, -1)
         m = win.shape[1]
         self._buf[:, :m] = win

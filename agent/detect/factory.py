@@ -28,7 +28,7 @@ def detector_settings(config: Config) -> dict[str, Any]:
     if d.detector == "placeholder":
         return {"detector": "placeholder", "reference_pairs": d.reference_pairs}
     return {"detector": d.detector, "arl0": per_test_arl(config), "reference_pairs": d.reference_pairs,
-            "shift": d.shift, "warn_ratio": d.warn_ratio, "window": d.window}
+            "shift": d.shift, "binary_shift": d.binary_shift, "warn_ratio": d.warn_ratio, "window": d.window}
 
 
 def detector_factory(config: Config) -> Callable[[], Detector]:
@@ -39,4 +39,5 @@ def detector_factory(config: Config) -> Callable[[], Detector]:
 
     arl0 = per_test_arl(config)
     return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
-                                      warn_ratio=settings.warn_ratio, window=settings.window)
+                                      binary_shift=settings.binary_shift, warn_ratio=settings.warn_ratio,
+                                      window=settings.window)

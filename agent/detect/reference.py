@@ -28,7 +28,7 @@ Scores (both bounded, roughly unit variance on the reference):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -126,8 +126,29 @@ class ReferenceRelation:
         binary = bool(np.all((y == 0.0) | (y == 1.0)))
         self.bounds_ = (0.0, 1.0) if binary else (-math.inf, math.inf)
         a, b = _wls(x, y, w)
+        # A degenerate reference (residual spread below that of one mismatch in n pairs: a 0/1
+        # proxy equal to the 0/1 audit, a constant audit) carries no information about the size
+        # or rate of mismatches. It is fitted as if it had also seen four pseudo pairs, at the
+        # mean proxy +/- one s.d., half an audit unit above and below the line (which leaves
+        # the line unchanged; the unit is 1 for 0/1 audits, else the audit's s.d., else 1): a
+        # rule-of-succession prior. Scores, thresholds and the bootstrap then see
+        # mismatches at a rate ~2/n: one mismatch cannot alarm, a run of them does.
+        s0 = _scores(x, y, w[None, :], np.atleast_1d(a), np.atleast_1d(b), self.bounds_, self.clip, w,
+                     np.ones((1, n)))
+        unit = 1.0 if binary else (float(np.sqrt(np.cov(y, aweights=w))) or 1.0)
+        q = 1.0 / n
+        if float(s0["scale"][0]) < unit * math.sqrt(q * (1 - q)):
+            sx = float(s0["sdx"][0]) if float(s0["sdx"][0]) > 1e-9 else 1.0
+            mx = float(s0["mx"][0])
+            px = np.array([mx - sx, mx - sx, mx + sx, mx + sx])
+            py = float(a) + float(b) * px + np.array([-0.5, 0.5, -0.5, 0.5]) * unit
+            x = np.concatenate([x, px])
+            y = np.concatenate([y, py])
+            w = np.concatenate([w, np.full(4, float(np.mean(w)))])
+            a, b = _wls(x, y, w)
+        m = len(x)
         a_, b_ = np.atleast_1d(a), np.atleast_1d(b)
-        ones = np.ones((1, n))
+        ones = np.ones((1, m))
         s = _scores(x, y, w[None, :], a_, b_, self.bounds_, self.clip, w, ones)
         self.intercept_, self.slope_ = float(a), float(b)
         self.scale_ = float(s["scale"][0])
@@ -137,17 +158,19 @@ class ReferenceRelation:
         pm, ps = _moments(s["prod"], ones)
         self.level_center_, self.level_scale_ = float(lm[0]), float(ls[0])
         self.slope_center_, self.slope_scale_ = float(pm[0]), float(ps[0])
-        self.proxy_min_, self.proxy_max_ = float(x.min()), float(x.max())
-        self.audit_mean_ = float(np.sum(w * y) / np.sum(w))
+        x0, y0, w0 = x[: n], y[: n], w[: n]  # the real pairs, for what the operator sees
+        self.proxy_min_, self.proxy_max_ = float(x0.min()), float(x0.max())
+        self.audit_mean_ = float(np.sum(w0 * y0) / np.sum(w0))
         self.n_ = n
-        self.n_eff_ = float(w.sum() ** 2 / np.sum(w * w))
-        self.rank_corr_ = spearman(x, y)
+        self.n_eff_ = float(w0.sum() ** 2 / np.sum(w0 * w0))
+        self.rank_corr_ = spearman(x0, y0)
         # Heteroscedasticity-robust (sandwich) covariance of (intercept, slope), for the error
         # of the predicted audit at any proxy: var = aa + 2 x ab + x^2 bb.
-        design = np.column_stack([np.ones(n), x])
-        resid = y - (a + b * x)
-        bread = np.linalg.pinv(design.T @ (w[:, None] * design))
-        meat = design.T @ ((w * w * resid * resid)[:, None] * design)
+        # (Real pairs only: the pseudo pairs are a prior on the mismatch rate, not data.)
+        design = np.column_stack([np.ones(n), x0])
+        resid = y0 - (a + b * x0)
+        bread = np.linalg.pinv(design.T @ (w0[:, None] * design))
+        meat = design.T @ ((w0 * w0 * resid * resid)[:, None] * design)
         cov = bread @ meat @ bread * n / max(n - 2, 1)
         self.coef_cov_ = [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
 
@@ -156,6 +179,7 @@ class ReferenceRelation:
         # the bias an estimated reference puts into each CUSUM increment.
         rng = np.random.default_rng(self.seed)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.bootstrap).astype(float)
+        counts = np.hstack([counts, np.ones((self.bootstrap, m - n))])  # pseudo pairs: a prior, not data
         wb = counts * w[None, :]
         ab, bb = _wls(x[None, :], y[None, :], wb)
         sb = _scores(x, y, wb, ab, bb, self.bounds_, self.clip, w, counts)
@@ -165,7 +189,7 @@ class ReferenceRelation:
         slope_future = ((sb["prod"] - pmb[:, None]) / psb[:, None]).mean(axis=1)
         # The bootstrap can understate the error under unequal weights; never go below the
         # sandwich error of the prediction at the traffic's mean proxy.
-        analytic = self.prediction_se(float(x.mean())) / (self.scale_ * self.level_scale_)
+        analytic = self.prediction_se(float(x.mean())) * self.level_gain
         self.level_tau_ = max(float(level_future.std()), analytic)
         # Future scores also spread more than in-sample ones (the fit chased this sample's
         # noise); the calibration widens the reference scores by the bootstrap's ratio.
@@ -173,6 +197,16 @@ class ReferenceRelation:
         sd_slope = ((sb["prod"] - pmb[:, None]) / psb[:, None]).std(axis=1)
         self.level_inflation_ = max(1.0, float(np.mean(sd_level)))
         self.slope_inflation_ = max(1.0, float(np.mean(sd_slope)))
+        # ... and by how much that spread is itself uncertain: the s.d. over refits of the log
+        # ratio. Thresholds at a large arl0 are very sensitive to the score scale, so the
+        # calibration averages the rate over it as well (a reference that saw too little
+        # spread would otherwise false-alarm many times its share).
+        # The two errors are correlated (a line too steep both biases the slope score toward
+        # alarm and widens it): their correlation over refits, bias oriented toward alarm.
+        self.level_scale_sd_ = float(np.std(np.log(sd_level)))
+        self.slope_scale_sd_ = float(np.std(np.log(sd_slope)))
+        self.level_scale_corr_ = _corr(-level_future, np.log(sd_level))
+        self.slope_scale_corr_ = _corr(-slope_future, np.log(sd_slope))
         # Alarm-oriented increments of the reference itself (larger = audit below promise),
         # the empirical distribution the thresholds are calibrated on; not part of the state.
         self.level_scores_ = -(s["wpsi"][0] - self.level_center_) / self.level_scale_
@@ -180,8 +214,19 @@ class ReferenceRelation:
         self.slope_tau_ = float(slope_future.std())
         # Slope error in level-score units per proxy s.d.: the bias that extrapolating to a
         # proxy mean d s.d. away from the reference adds to each level increment is ~ d * this.
-        self.slope_sd_ = float(np.std(bb) * self.proxy_sd_ / self.scale_ / self.level_scale_)
+        self.slope_sd_ = float(np.std(bb) * self.proxy_sd_ * self.level_gain)
         return self
+
+    @property
+    def level_gain(self) -> float:
+        """Level-score units per audit unit: a population audit lower by ``g`` than the line
+        predicts moves the mean level score by about ``-g * level_gain``."""
+        return 1.0 / (self.scale_ * self.level_scale_)
+
+    @property
+    def binary(self) -> bool:
+        """Whether the reference audits were all 0/1 (a pass/fail audit)."""
+        return self.bounds_ == (0.0, 1.0)
 
     # -- scalar scoring, used per pair on the hot path ------------------------------------
     def predict(self, proxy: float) -> float:
@@ -217,8 +262,11 @@ class ReferenceRelation:
         "intercept_", "slope_", "scale_", "proxy_mean_", "proxy_sd_", "level_center_", "level_scale_",
         "slope_center_", "slope_scale_", "proxy_min_", "proxy_max_", "audit_mean_", "n_", "n_eff_",
         "rank_corr_", "level_tau_", "slope_tau_", "slope_sd_", "level_inflation_", "slope_inflation_",
-        "coef_cov_", "weight_mean_",
+        "coef_cov_", "weight_mean_", "level_scale_sd_", "slope_scale_sd_",
+        "level_scale_corr_", "slope_scale_corr_",
     )
+    _OPTIONAL: ClassVar[dict[str, float]] = {"level_scale_sd_": 0.0, "slope_scale_sd_": 0.0, "level_scale_corr_": 0.0,
+                 "slope_scale_corr_": 0.0}  # absent from older states
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable learned state (floats round-trip exactly through JSON)."""
@@ -231,10 +279,18 @@ class ReferenceRelation:
     def from_dict(cls, state: dict[str, Any]) -> ReferenceRelation:
         ref = cls(**state["params"])
         for f in cls._FIELDS:
-            setattr(ref, f, state[f])
+            setattr(ref, f, state[f] if f in state or f not in cls._OPTIONAL else cls._OPTIONAL[f])
         lo, hi = state["bounds_"]
         ref.bounds_ = (-math.inf if lo is None else lo, math.inf if hi is None else hi)
         return ref
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation, 0 when either side is constant."""
+    sx, sy = float(np.std(x)), float(np.std(y))
+    if sx <= 0 or sy <= 0:
+        return 0.0
+    return float(np.clip(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy), -1.0, 1.0))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
