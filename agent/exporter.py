@@ -176,7 +176,7 @@ class AgentCollector(Collector):
             labels=[*PAIR_LABELS, "kind"])
         used = GaugeMetricFamily("goodhart_proxy_validity_pairs", "Audited pairs the validity was computed over.",
                                  labels=PAIR_LABELS)
-        for key, v in sorted(self.pipeline.snapshot.validity.items()):
+        for key, v in sorted(self.pipeline.proxy_validity().items()):
             validity.add_metric([*key, v.kind], v.value)
             used.add_metric(list(key), float(v.pairs))
         yield validity

@@ -55,7 +55,6 @@ class Snapshot:
     states: dict[PairKey, str] = field(default_factory=dict)  # after the alarm latch
     since: dict[PairKey, float | None] = field(default_factory=dict)
     sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
-    validity: dict[PairKey, Validity] = field(default_factory=dict)
     taken_at: float = 0.0
     generation: int = 0
 
@@ -367,7 +366,6 @@ class Pipeline:
             states={key: self.alarms.state(key).state for key in self.detectors},
             since={key: self.alarms.state(key).since for key in self.detectors},
             sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
-            validity=self.validity.compute(self.store, self.detectors),
             taken_at=now, generation=self.snapshot.generation + 1)
 
     def store_stats(self) -> StoreStats:
@@ -383,6 +381,15 @@ class Pipeline:
             stats = StoreStats(self.store.pair_counts(), pending_outputs, pending_labels)
             self._store_stats = (self.snapshot.generation, stats)
             return stats
+
+    def proxy_validity(self) -> dict[PairKey, Validity]:
+        """How much each proxy is still worth, brought up to date with the store when asked.
+
+        Computed for scrapes (and replay's --metrics-out), not on every detect step: replay
+        would otherwise spend a third of its time ranking windows nobody reads.
+        """
+        with self._stats_lock:
+            return self.validity.compute(self.store, list(self.detectors))
 
     def window_means(self) -> dict[tuple[str, ...], float]:
         return self.means.means(self.clock.now())
