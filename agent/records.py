@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from agent.config import Config
+from agent.core import lookup, parse_timestamp
 
 MAX_ID_LENGTH = 256
 MAX_SEGMENT_LENGTH = 128
@@ -58,36 +58,6 @@ class Record:
     def is_output(self) -> bool:
         """An output carries proxies; a record with only audits is a (late) label."""
         return bool(self.proxies)
-
-
-def get_path(obj: Any, dotted: str) -> Any:
-    """Follow ``a.b.c`` through nested objects; None when any step is missing."""
-    for part in dotted.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
-
-
-def parse_timestamp(value: Any) -> float:
-    """Epoch seconds or an RFC 3339 string to epoch seconds; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("boolean is not a timestamp")
-    if isinstance(value, int | float):
-        ts = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            raise ValueError("RFC 3339 timestamps need a UTC offset")
-        ts = parsed.timestamp()
-    else:
-        raise ValueError("timestamp must be a number or a string")
-    if not math.isfinite(ts) or ts < 0:
-        raise ValueError("timestamp out of range")
-    return ts
 
 
 def _metric(value: Any) -> float | None:
@@ -137,12 +107,12 @@ class RecordParser:
     def parse_object(self, obj: Any) -> Record | Rejection:
         if not isinstance(obj, dict):
             return Rejection("not_object")
-        rid = get_path(obj, self.config.id_field)
+        rid = lookup(obj, self.config.id_field)
         if rid is None or rid == "":
             return Rejection("no_id")
         if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH:
             return Rejection("bad_id")
-        ts_value = get_path(obj, self.config.ts_field)
+        ts_value = lookup(obj, self.config.ts_field)
         ts: float | None = None
         if ts_value is not None:
             try:
@@ -151,7 +121,7 @@ class RecordParser:
                 return Rejection("bad_timestamp", str(err))
         segment = None
         if self._segment_field is not None:
-            seg_value = get_path(obj, self._segment_field)
+            seg_value = lookup(obj, self._segment_field)
             if seg_value is not None:
                 if isinstance(seg_value, bool) or not isinstance(seg_value, str | int | float):
                     return Rejection("bad_segment")
@@ -163,7 +133,7 @@ class RecordParser:
         for target, fields in ((proxies, self._proxies), (audits, self._audits)):
             for name, path in fields:
                 try:
-                    value = _metric(get_path(obj, path))
+                    value = _metric(lookup(obj, path))
                 except ValueError:
                     return Rejection("bad_metric", name)
                 if value is not None:

@@ -17,7 +17,7 @@ import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from agent.records import get_path
+from agent.core import lookup
 
 if TYPE_CHECKING:
     from agent.config import ComputeConfig, Config
@@ -68,7 +68,7 @@ class Computer(ABC):
 
 def field_value(record: dict[str, Any], path: str) -> Any:
     """The value at a dotted path; a :class:`ComputeFailure` when it is absent or null."""
-    value = get_path(record, path)
+    value = lookup(record, path)
     if value is None:
         raise ComputeFailure("missing_field", path)
     return value

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.compute import ComputeFailure, Computer, field_value
-from agent.records import parse_timestamp
+from agent.core import parse_timestamp
 
 if TYPE_CHECKING:
     from agent.config import DurationCompute
