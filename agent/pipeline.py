@@ -24,7 +24,7 @@ from agent.config import Config
 from agent.detect.base import Detector, PairObservation, Verdict
 from agent.detect.factory import detector_factory, detector_settings
 from agent.records import Record, RecordParser, Rejection
-from agent.sources.base import Batch, Source
+from agent.sources.base import Batch, IngestResult, Source
 from agent.store import OutputRow, Store
 from agent.validity import Validity, ValidityTracker
 from agent.windows import RollingMeans
@@ -66,13 +66,6 @@ class StoreStats:
     pair_counts: dict[PairKey, int]
     pending_outputs: int
     pending_labels: int
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    joined: int = 0
 
 
 class SegmentFolder:

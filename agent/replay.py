@@ -28,8 +28,8 @@ from prometheus_client.core import Metric
 from agent.audit import build_audits
 from agent.clock import VirtualClock
 from agent.config import Config
+from agent.core import parse_timestamp
 from agent.pipeline import Event, Pipeline
-from agent.records import parse_timestamp
 from agent.sources.base import Batch
 from agent.store import Store
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.audit.producer import Outcome, Producer, Reply, as_number, excerpt, resolve_pointer
 from agent.config import LlmJudgeConfig
-from agent.records import get_path
+from agent.core import lookup as get_path
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")

@@ -20,6 +20,15 @@ class Batch:
     too_large: int = 0  # items the source had to drop for size before decoding them
 
 
+@dataclass
+class IngestResult:
+    """What the pipeline made of one batch (a push source answers with it)."""
+
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    joined: int = 0
+
+
 class Source(ABC):
     #: value of the ``source`` label on ``goodhart_records_total``
     name: str = "source"

@@ -33,7 +33,7 @@ import urllib3
 
 from agent import __version__
 from agent.config import Config, ConfigError, SourceConfig
-from agent.records import get_path
+from agent.core import lookup as get_path
 from agent.sources.base import Batch, Source
 from agent.sources.http_push import as_items
 from agent.sources.secrets import bearer_token, from_env, from_file
