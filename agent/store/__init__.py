@@ -1,9 +1,29 @@
-"""The agent's state in one embedded SQLite database; one module per table family.
+"""The agent's state in one embedded SQLite database (WAL mode), one module per table family.
 
-``database`` holds the connection, migrations and transactions; the other modules hold the SQL of
-one family of tables each. Import from ``agent.store``; the split is an inside detail.
+What lives here survives a crash: outputs waiting for their labels, labels that came before their
+outputs, audited outputs, the ids of outputs already dropped (so a late re-delivery is still a
+duplicate), source offsets, detector state with the cursors that say what it has seen, persistent
+counters and alarm events. Every ingest batch is written in one transaction together with the
+source offset it reached, so a restart neither re-reads nor skips a record.
+
+``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
+audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
+``retention`` what may be dropped. All SQL of the agent lives in this package.
 """
 
-from agent.store.database import DB_FILENAME, MIGRATIONS, OutputRow, PairRow, Store
+from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.join import JoinTables, LabelJoin, OutputJoin
+from agent.store.log import LogTables
+from agent.store.retention import RetentionTables
+from agent.store.state import StateTables
 
-__all__ = ["DB_FILENAME", "MIGRATIONS", "OutputRow", "PairRow", "Store"]
+
+class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
+    """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
+
+    One connection shared by the scheduler's threads and the HTTP handlers, serialised by a
+    re-entrant lock; :meth:`transaction` groups writes.
+    """
+
+
+__all__ = ["DB_FILENAME", "MIGRATIONS", "LabelJoin", "OutputJoin", "OutputRow", "PairRow", "Store"]

@@ -1,0 +1,56 @@
+"""Retention: bound disk use without losing anything the detectors have not seen."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from agent.store.state import StateTables
+
+
+class RetentionTables(StateTables):
+    # -- retention ---------------------------------------------------------------------------------------
+    def expire(self, now: float, pairs_min_ts: float, max_pending: int, max_pairs: int,
+               max_events: int, remember_ids_seconds: float = 0.0,
+               max_seen_ids: int | None = None) -> dict[str, int]:
+        """Bound disk use; returns what was dropped, by kind, for the expiry counters.
+
+        Pairs are deleted only behind the detectors' cursor, so nothing unseen is lost. The id of
+        every output dropped is kept in ``seen_ids`` until ``remember_ids_seconds`` after the
+        output's own expiry (the pipeline passes the label TTL: ids are remembered for twice the
+        TTL after ingest), so that re-delivering it is still a duplicate; beyond ``max_seen_ids`` of
+        them, the ones closest to their expiry are forgotten first.
+        """
+        dropped: dict[str, int] = {}
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM seen_ids WHERE expires_at <= ?", (now,))
+            fed = self.get_cursor("detect.outputs")  # outputs the detectors have not seen yet stay
+            expired = "expires_at <= ? AND seq <= ?"
+            dropped["output"] = self._drop_outputs(conn, expired + " AND labelled = 0", (now, fed),
+                                                   remember_ids_seconds)
+            self._drop_outputs(conn, expired, (now, fed), remember_ids_seconds)
+            dropped["label"] = conn.execute("DELETE FROM early_labels WHERE expires_at <= ?", (now,)).rowcount
+            # Beyond max_pending outputs still waiting for a label, the oldest waiting ones go.
+            dropped["output"] += self._drop_outputs(
+                conn, "seq IN (SELECT seq FROM outputs WHERE labelled = 0 ORDER BY seq DESC LIMIT -1 OFFSET ?)"
+                " AND seq <= ?", (max_pending, fed), remember_ids_seconds)
+            conn.execute("DELETE FROM early_labels WHERE id IN"
+                         " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
+            seen = self.get_cursor("detect.pairs")
+            dropped["pair"] = conn.execute(
+                "DELETE FROM pairs WHERE seq <= ? AND (ts < ? OR seq IN"
+                " (SELECT seq FROM pairs ORDER BY seq DESC LIMIT -1 OFFSET ?))",
+                (seen, pairs_min_ts, max_pairs)).rowcount
+            if max_seen_ids is not None:
+                conn.execute("DELETE FROM seen_ids WHERE id IN"
+                             " (SELECT id FROM seen_ids ORDER BY expires_at DESC LIMIT -1 OFFSET ?)", (max_seen_ids,))
+            conn.execute("DELETE FROM events WHERE seq IN"
+                         " (SELECT seq FROM events ORDER BY seq DESC LIMIT -1 OFFSET ?)", (max_events,))
+        return dropped
+
+    @staticmethod
+    def _drop_outputs(conn: sqlite3.Connection, where: str, params: tuple[float, ...],
+                      remember_seconds: float) -> int:
+        """Delete the outputs matching ``where``, keeping their ids in ``seen_ids``; returns how many."""
+        conn.execute("INSERT OR REPLACE INTO seen_ids(id, expires_at)"
+                     f" SELECT id, expires_at + ? FROM outputs WHERE {where}", (remember_seconds, *params))
+        return int(conn.execute(f"DELETE FROM outputs WHERE {where}", params).rowcount)
