@@ -11,46 +11,38 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
-
 from agent import __version__
-from agent.audit import build_audits
+from agent.bank import Event
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, parse_listen
-from agent.exporter import AgentCollector
-from agent.pipeline import Event, Pipeline
+from agent.scheduler import Jobs, LiveScheduler
 from agent.server import HttpServer, Request, Response, add_standard_routes
-from agent.sources.base import Source
+from agent.sources.base import Ingest, Source
+from agent.sources.http_pull import HttpPullSource
+from agent.sources.http_push import HttpPushSource
 from agent.sources.jsonl import JsonlSource
 from agent.statelock import StateDirBusy, StateLock
 from agent.store import Store
+from agent.wiring import wire
 
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
 
-INGEST_BATCHES_PER_RUN = 20  # bounds one ingest step so shutdown and detect are never starved
-
-
-def build_source(config: Config, store: Store, pipeline: Pipeline, server: HttpServer | None = None) -> Source:
+def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None) -> Source:
     """The configured source; a push source serves on ``server`` (the agent's listener) when so configured."""
     if config.source is None:
         raise ConfigError(["source: required for run (type jsonl, http_push or http_pull)"])
     if config.source.type == "jsonl":
-        assert config.source.path is not None
+        if config.source.path is None:
+            raise ConfigError(["source.path: required when type is jsonl"])
         return JsonlSource(config.source.path, config.limits.max_record_bytes, store.get_offset(JsonlSource.name),
                            config.source.start_at, config.source.rotation_grace_seconds)
     if config.source.type == "http_push":
-        from agent.sources.http_push import HttpPushSource
-
-        return HttpPushSource.from_config(config, pipeline, server)
+        return HttpPushSource.from_config(config, ingest, server)
     if config.source.type == "http_pull":
-        from agent.sources.http_pull import HttpPullSource
-
         return HttpPullSource.from_config(config, store.get_offset(HttpPullSource.name))
     raise ConfigError([f"source.type: {config.source.type} is not available in this build"])
 
@@ -68,36 +60,20 @@ class Agent:
         except StateDirBusy as err:
             raise ConfigError([f"state_dir: {err}"]) from None
         self.store = Store(state_dir)
-        self.pipeline = Pipeline(config, self.store, WallClock())
-        self.pipeline.event_sinks.append(self._log_event)
-        # judges and graders hook into ingest, so they are wired before anything can ingest
-        self.audits = build_audits(config, self.pipeline, should_stop=lambda: self._stopping.is_set())
+        self._stopping = threading.Event()
         host, port = parse_listen(listen or config.listen)
         self.server = HttpServer(host, port)
-        self.source = build_source(config, self.store, self.pipeline, self.server)
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.components: dict[str, Callable[[], bool]] = {"source": lambda: self.source.up,
-                                                          "store": lambda: self.store.is_open}
-        extra: list[Callable[[], Iterator[Metric]]] = [self._source_metrics]
-        if self.audits is not None:
-            self.components.update(self.audits.components())
-            extra.append(self.audits.collect)
-        self.registry.register(AgentCollector(self.pipeline, self.components, extra=extra))
-        add_standard_routes(self.server, self.registry, self._ready, __version__)
+        self.scheduler = LiveScheduler(Jobs())
+        self.wired = wire(config, self.store, WallClock(), self.scheduler,
+                          lambda ingest: build_source(config, self.store, ingest, self.server),
+                          should_stop=self._stopping.is_set)
+        self.pipeline = self.wired.pipeline
+        self.source = self.wired.source
+        self.pipeline.event_sinks.append(self._log_event)
+        self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
+        add_standard_routes(self.server, self.wired.registry(), self._ready, __version__)
         self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
         self.server.route("GET", "/v1/events", self._events)
-        self._stopping = threading.Event()
-        from agent.scheduler import build_scheduler
-
-        s = config.schedule
-        jobs: dict[str, tuple[float, Callable[[], object]]] = {
-            "ingest": (s.ingest_seconds, self._ingest),
-            "detect": (s.detect_seconds, self.pipeline.detect),
-            "retention": (s.retention_seconds, self.pipeline.retention),
-        }
-        if self.audits is not None:
-            jobs["audit"] = (s.audit_seconds, self.audits.step)
-        self.scheduler = build_scheduler(self.pipeline, jobs)
 
     @property
     def port(self) -> int:
@@ -106,7 +82,7 @@ class Agent:
     # -- steps and handlers --------------------------------------------------------------------------
     def _ingest(self) -> None:
         if not self._stopping.is_set():
-            self.pipeline.ingest(self.source, max_batches=INGEST_BATCHES_PER_RUN)
+            self.wired.ingest_step()
 
     def _ready(self) -> tuple[bool, str]:
         if not self.store.is_open:
@@ -131,12 +107,6 @@ class Agent:
         events = self.pipeline.rebaseline(selector.get("proxy"), selector.get("audit"), selector.get("segment"))
         return Response.json({"rebaselined": True, "events": events})
 
-    def _source_metrics(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
-        for reason, count in sorted(self.source.errors.items()):
-            errors.add_metric([reason], float(count))
-        yield errors
-
     def _events(self, _: Request) -> Response:
         return Response.json({"events": self.store.recent_events(200)})
 
@@ -150,12 +120,11 @@ class Agent:
 
     def stop(self) -> None:
         self._stopping.set()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        if self.audits is not None:
-            self.audits.close()
-        self.pipeline.run_job("detect", self.pipeline.detect)
-        self.pipeline.run_job("checkpoint", self.pipeline.checkpoint)
+        self.scheduler.shutdown()
+        if self.wired.audits is not None:
+            self.wired.audits.close()
+        self.scheduler.jobs.run("detect", self.pipeline.detect)
+        self.scheduler.jobs.run("checkpoint", self.pipeline.checkpoint)
         self.server.stop()
         self.source.close()
         self.store.close()

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from agent.bank import Event
 from agent.config import Config, config_from_mapping
 from agent.daemon import Agent
 from agent.demo_world import ReviewerJudge, SupportBot, train_thumbs_model
-from agent.pipeline import Event
 
 
 def demo_config(state_dir: Path, records_path: Path, speedup: float, judge_url: str,

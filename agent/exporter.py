@@ -1,8 +1,9 @@
 """A prometheus_client Collector that builds every series from current state at scrape time.
 
-Nothing carries over between scrapes: values come from the pipeline's counters (mirrored from the
-store, so they survive restarts), its last detect snapshot and the components' health checks. Each
-block catches its own errors, so one broken part never fails the whole scrape.
+Nothing carries over between scrapes: values come from a read-only view of the pipeline
+(agent/view.py: counters mirrored from the store, so they survive restarts, and the last detect
+snapshot), the scheduler's job statistics and the components' health checks. Each block catches
+its own errors, so one broken part never fails the whole scrape.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.detect.base import STATE_CODES
-from agent.pipeline import Pipeline
 from agent.records import REJECT_REASONS
+from agent.scheduler import JobStats
+from agent.view import PipelineView
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,11 @@ def _num(value: Any) -> float:
 class AgentCollector(Collector):
     """Collects the agent's series; ``components`` maps a component name to its health check."""
 
-    def __init__(self, pipeline: Pipeline, components: dict[str, HealthCheck] | None = None,
+    def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
+                 components: dict[str, HealthCheck] | None = None,
                  extra: list[Callable[[], Iterator[Metric]]] | None = None) -> None:
-        self.pipeline = pipeline
+        self.view = view
+        self.jobs = jobs if jobs is not None else {}
         self.components = components if components is not None else {}
         self.extra = extra if extra is not None else []
 
@@ -58,12 +62,12 @@ class AgentCollector(Collector):
         yield info
 
     def _records(self) -> Iterator[Metric]:
-        p = self.pipeline
+        p = self.view
         total = CounterMetricFamily("goodhart_records", "Records received, by source.", labels=["source"])
         rejected = CounterMetricFamily("goodhart_records_rejected", "Records rejected, by reason.",
                                        labels=["reason"])
         seen_reasons = set()
-        for (name, labels), value in sorted(dict(p.counters).items()):  # dict(): an atomic copy
+        for (name, labels), value in sorted(p.counters().items()):
             d = dict(labels)
             if name == "records_total":
                 total.add_metric([d.get("source", "")], value)
@@ -86,7 +90,7 @@ class AgentCollector(Collector):
         yield expired
         last = GaugeMetricFamily("goodhart_last_record_timestamp_seconds",
                                  "Time of the newest accepted record, by source.", labels=["source"])
-        for source, ts in sorted(dict(p.last_record_ts).items()):
+        for source, ts in sorted(p.last_record_ts().items()):
             last.add_metric([source], ts)
         yield last
 
@@ -101,7 +105,7 @@ class AgentCollector(Collector):
         yield up
 
     def _detectors(self) -> Iterator[Metric]:
-        snap = self.pipeline.snapshot
+        snap = self.view.snapshot
 
         def family(name: str, doc: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=PAIR_LABELS)
@@ -154,8 +158,8 @@ class AgentCollector(Collector):
         yield from families.values()
 
     def _pairs(self) -> Iterator[Metric]:
-        snap = self.pipeline.snapshot
-        stats = self.pipeline.store_stats()
+        snap = self.view.snapshot
+        stats = self.view.store_stats()
         pairs = GaugeMetricFamily("goodhart_audited_pairs", "Audited pairs held in the store.", labels=PAIR_LABELS)
         keys = set(stats.pair_counts) | {k for k in snap.verdicts if k[2] == "*"}
         for key in sorted(keys):
@@ -176,7 +180,7 @@ class AgentCollector(Collector):
             labels=[*PAIR_LABELS, "kind"])
         used = GaugeMetricFamily("goodhart_proxy_validity_pairs", "Audited pairs the validity was computed over.",
                                  labels=PAIR_LABELS)
-        for key, v in sorted(self.pipeline.proxy_validity().items()):
+        for key, v in sorted(self.view.proxy_validity().items()):
             validity.add_metric([*key, v.kind], v.value)
             used.add_metric(list(key), float(v.pairs))
         yield validity
@@ -184,12 +188,12 @@ class AgentCollector(Collector):
 
     def _computed(self) -> Iterator[Metric]:
         """Computed proxies (agent/compute/): failures per proxy and reason, and the models' versions."""
-        computers = self.pipeline.parser.computers
+        computers = self.view.computers()
         failures = CounterMetricFamily("goodhart_metric_failures", "Records whose computed proxy could not be"
                                        " computed (the record went on without it), by proxy and reason.",
                                        labels=["proxy", "reason"])
         counts: dict[tuple[str, str], float] = {}
-        for (name, labels), value in dict(self.pipeline.counters).items():
+        for (name, labels), value in self.view.counters().items():
             if name == "metric_failures_total":
                 d = dict(labels)
                 counts[(d.get("proxy", ""), d.get("reason", ""))] = value
@@ -213,7 +217,7 @@ class AgentCollector(Collector):
                                   labels=["proxy", "segment"])
         audit = GaugeMetricFamily("goodhart_audit_mean", "Window mean of an audit, in its own units.",
                                   labels=["audit", "segment"])
-        for (kind, name, segment), value in sorted(self.pipeline.window_means().items()):
+        for (kind, name, segment), value in sorted(self.view.window_means().items()):
             (proxy if kind == "proxy" else audit).add_metric([name, segment], value)
         yield proxy
         yield audit
@@ -224,7 +228,7 @@ class AgentCollector(Collector):
                                  labels=["task"])
         runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["task"])
         errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["task"])
-        for name, stats in sorted(self.pipeline.jobs.items()):
+        for name, stats in sorted(dict(self.jobs).items()):
             last.add_metric([name], stats.last_duration)
             runs.add_metric([name], float(stats.runs))
             errors.add_metric([name], float(stats.errors))
@@ -232,5 +236,5 @@ class AgentCollector(Collector):
 
     def _store(self) -> Iterator[Metric]:
         size = GaugeMetricFamily("goodhart_store_size_bytes", "Size of the SQLite database file.")
-        size.add_metric([], float(self.pipeline.store.size_bytes()))
+        size.add_metric([], float(self.view.store_size_bytes()))
         yield size

@@ -88,7 +88,7 @@ class Rig:
              "proxy": {"thumbs_up": 1}} for rid in ids])
 
     def counter(self, name: str, **labels: str) -> float:
-        return self.pipeline.counter(name, audit=AUDIT, **labels)
+        return self.pipeline.counters.value(name, audit=AUDIT, **labels)
 
     def joined(self) -> dict[str, float]:
         with self.store.lock:

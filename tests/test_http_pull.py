@@ -210,8 +210,8 @@ def test_pages_are_followed_until_exhausted_then_polled_after_poll_seconds(apis:
     clock.now += 30
     assert p.ingest() == 3
     assert api.sent("cursor")[4:] == ["25", "28"]
-    assert p.pipeline.counter("records_total", source="http_pull") == 28
-    assert p.pipeline.counter("records_rejected_total", reason="duplicate") == 0
+    assert p.pipeline.counters.value("records_total", source="http_pull") == 28
+    assert p.pipeline.counters.value("records_rejected_total", reason="duplicate") == 0
 
 
 def test_a_restarted_source_resumes_at_the_stored_cursor(apis: Any, tmp_path: Path, clock: FakeClock) -> None:
@@ -265,8 +265,8 @@ def test_bad_records_in_a_page_are_rejected_and_the_page_still_counts(apis: Any,
     p = pulled(api.url, cursor_param="since")
     p.ingest()
     assert p.stored() == 2
-    assert p.pipeline.counter("records_rejected_total", reason="not_json") == 1
-    assert p.pipeline.counter("records_rejected_total", reason="no_id") == 1
+    assert p.pipeline.counters.value("records_rejected_total", reason="not_json") == 1
+    assert p.pipeline.counters.value("records_rejected_total", reason="no_id") == 1
 
 
 # -- failures -------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class Pushed:
                                       "source": {"type": "http_push", "listen": "127.0.0.1:0", **source}}, environ={})
         self.store = Store(tmp_path)
         self.pipeline = Pipeline(config, self.store, WallClock())
-        self.source = HttpPushSource.from_config(config, self.pipeline, None)
+        self.source = HttpPushSource.from_config(config, self.pipeline.ingest_items, None)
         self.source.start()
         self.url = f"http://127.0.0.1:{self.source.port}/v1/records"
 
@@ -74,7 +74,7 @@ def test_a_202_means_the_record_is_already_in_the_store(make_pushed: Any) -> Non
     assert resp.json() == {"accepted": 1, "rejected": 0, "reasons": {}}
     assert p.store.get_output("c1") is not None  # no ingest step ran: the handler stored it
     assert p.store.pair_counts()[("thumbs_up", "resolved", "*")] == 1
-    assert p.pipeline.counter("records_total", source="http_push") == 1
+    assert p.pipeline.counters.value("records_total", source="http_push") == 1
     assert p.source.read(100).items == []
 
 
@@ -86,8 +86,8 @@ def test_a_json_array_is_stored_with_rejections_counted_by_reason(make_pushed: A
     assert resp.status_code == 202
     assert resp.json() == {"accepted": 2, "rejected": 4,
                            "reasons": {"bad_metric": 1, "duplicate": 1, "no_id": 1, "not_object": 1}}
-    assert p.pipeline.counter("records_total", source="http_push") == 6
-    assert p.pipeline.counter("records_rejected_total", reason="duplicate") == 1
+    assert p.pipeline.counters.value("records_total", source="http_push") == 6
+    assert p.pipeline.counters.value("records_rejected_total", reason="duplicate") == 1
 
 
 @pytest.mark.parametrize("content_type", [NDJSON, "application/jsonl", "application/x-ndjson; charset=utf-8"])
@@ -126,7 +126,7 @@ def test_an_undecodable_body_is_400_with_a_reason(make_pushed: Any, body: bytes,
     assert resp.status_code == 400
     assert reason in resp.json()["error"]
     assert p.source.errors["bad_body"] == 1
-    assert p.pipeline.counter("records_total", source="http_push") == 0
+    assert p.pipeline.counters.value("records_total", source="http_push") == 0
 
 
 def test_a_body_above_the_limit_is_413_unread(make_pushed: Any) -> None:
@@ -170,7 +170,7 @@ def test_a_token_env_that_is_not_set_stops_the_start(tmp_path: Path) -> None:
                                              "token_env": "GOODHART_TEST_UNSET_TOKEN"}}, environ={})
     store = Store(tmp_path)
     with pytest.raises(ConfigError) as err:
-        HttpPushSource.from_config(config, Pipeline(config, store, WallClock()), None)
+        HttpPushSource.from_config(config, Pipeline(config, store, WallClock()).ingest_items, None)
     store.close()
     assert err.value.problems == ["source.token_env: environment variable GOODHART_TEST_UNSET_TOKEN is not set"]
 

@@ -34,27 +34,27 @@ def test_a_restart_resumes_the_detectors_where_the_checkpoint_left_them(tmp_path
     pipeline, clock = make(tmp_path)
     feed(pipeline, clock, 250)
     pipeline.checkpoint()
-    before = pipeline.detectors[("thumbs_up", "resolved", "*")].state_dict()
+    before = pipeline.bank.detectors[("thumbs_up", "resolved", "*")].state_dict()
     pipeline.store.close()
     again, _ = make(tmp_path)
-    assert again.detectors[("thumbs_up", "resolved", "*")].state_dict() == before
+    assert again.bank.detectors[("thumbs_up", "resolved", "*")].state_dict() == before
 
 
 def test_changed_detection_settings_start_a_fresh_reference_instead_of_being_ignored(tmp_path: Path) -> None:
     pipeline, clock = make(tmp_path)
     feed(pipeline, clock, 250)
     pipeline.checkpoint()
-    old = pipeline.detectors[("thumbs_up", "resolved", "*")]
+    old = pipeline.bank.detectors[("thumbs_up", "resolved", "*")]
     assert isinstance(old, DecouplingDetector) and old.arl0 == 2 * 2 * 100_000
     pipeline.store.close()
     changed, _ = make(tmp_path, audits_between_false_alarms=1000, reference_pairs=50)
-    new = changed.detectors[("thumbs_up", "resolved", "*")]
+    new = changed.bank.detectors[("thumbs_up", "resolved", "*")]
     assert isinstance(new, DecouplingDetector)
     assert (new.arl0, new.reference_pairs) == (2 * 2 * 1000, 50)
     assert any(e.get("event") == "settings_changed" for e in changed.store.recent_events())
     changed.store.close()
     placeholder, _ = make(tmp_path, detector="placeholder")  # switching the kind must not crash
-    assert isinstance(placeholder.detectors[("thumbs_up", "resolved", "*")], PlaceholderDetector)
+    assert isinstance(placeholder.bank.detectors[("thumbs_up", "resolved", "*")], PlaceholderDetector)
 
 
 def test_pushed_objects_obey_the_record_size_limit(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_an_output_redelivered_after_its_ttl_is_a_duplicate_and_never_fed_again(
     pipeline = Pipeline(config, Store(tmp_path), clock)  # a restart in between changes nothing
     again = pipeline.ingest_items("t", [output, {**output, "audit": {"resolved": 1}}])
     assert again.accepted == 0 and again.rejected == {"duplicate": 2}
-    assert pipeline.counter("records_rejected_total", reason="duplicate") == 2
+    assert pipeline.counters.value("records_rejected_total", reason="duplicate") == 2
     assert pipeline.store.max_seq("outputs") == seen  # nothing new for the detectors
     clock.advance_to(1_790_000_200.0)  # twice the TTL after ingest: the id is forgotten
     pipeline.retention()
@@ -107,7 +107,7 @@ def test_segments_beyond_the_maximum_fold_into_other_and_stay_folded_after_a_res
     for i, segment in enumerate(["a", "b", "c", "d", "a"]):
         push(f"r{i}", segment)
     pipeline.detect()
-    counts = pipeline.store_stats().pair_counts
+    counts = pipeline.view.store_stats().pair_counts
     assert {k[2] for k in counts if k[:2] == ("thumbs_up", "resolved")} == {"*", "a", "b", "other"}
     assert counts[("thumbs_up", "resolved", "other")] == 2
     pipeline.store.close()
@@ -117,5 +117,5 @@ def test_segments_beyond_the_maximum_fold_into_other_and_stay_folded_after_a_res
     again.ingest_items("t", [{"id": "b2", "labels": {"segment": "b"}, "proxy": {"thumbs_up": 1},
                               "audit": {"resolved": 0}}])
     again.detect()
-    counts = again.store_stats().pair_counts
+    counts = again.view.store_stats().pair_counts
     assert counts[("thumbs_up", "resolved", "other")] == 3 and counts[("thumbs_up", "resolved", "b")] == 2

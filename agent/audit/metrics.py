@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.audit.producer import TERMINAL_REASONS, TRANSIENT_REASONS
-from agent.pipeline import Counts, Pipeline
+from agent.counters import CounterKey
+from agent.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from agent.audit.service import AuditService
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SKIP_REASONS: tuple[str, ...] = ("budget", "queue_full", "error")
 TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion")
+Counts = dict[CounterKey, float]
 
 
 def count(counts: Counts, name: str, by: float = 1.0, **labels: str) -> None:
@@ -33,10 +35,7 @@ def count(counts: Counts, name: str, by: float = 1.0, **labels: str) -> None:
 
 def add_counts(pipeline: Pipeline, counts: Counts) -> None:
     """Persist inside the caller's store transaction, and mirror into ``pipeline.counters``."""
-    for (name, labels), by in counts.items():
-        pipeline.store.incr(name, labels, by)
-    for key, by in counts.items():
-        pipeline.counters[key] = pipeline.counters.get(key, 0.0) + by
+    pipeline.counters.add(counts)
 
 
 class LatencyHistograms:
@@ -87,19 +86,19 @@ def audit_families(service: AuditService) -> Iterator[Metric]:
                                labels=["audit"])
     tokens = CounterMetricFamily("goodhart_judge_tokens", "Tokens spent by LLM judges.", labels=["audit", "kind"])
     for name in names:
-        requested.add_metric([name], p.counter("audits_requested_total", audit=name))
-        succeeded.add_metric([name], p.counter("audits_succeeded_total", audit=name))
-        cost.add_metric([name], p.counter("audit_cost_total", audit=name))
+        requested.add_metric([name], p.counters.value("audits_requested_total", audit=name))
+        succeeded.add_metric([name], p.counters.value("audits_succeeded_total", audit=name))
+        cost.add_metric([name], p.counters.value("audit_cost_total", audit=name))
         for reason in TERMINAL_REASONS:
-            failed.add_metric([name, reason], p.counter("audits_failed_total", audit=name, reason=reason))
+            failed.add_metric([name, reason], p.counters.value("audits_failed_total", audit=name, reason=reason))
         for reason in TRANSIENT_REASONS:
-            retries.add_metric([name, reason], p.counter("audit_retries_total", audit=name, reason=reason))
+            retries.add_metric([name, reason], p.counters.value("audit_retries_total", audit=name, reason=reason))
         for reason in SKIP_REASONS:
-            skipped.add_metric([name, reason], p.counter("audits_skipped_total", audit=name, reason=reason))
+            skipped.add_metric([name, reason], p.counters.value("audits_skipped_total", audit=name, reason=reason))
     for slot in service.slots:
         if slot.producer.kind == "judge":
             for kind in TOKEN_KINDS:
-                tokens.add_metric([slot.name, kind], p.counter("judge_tokens_total", audit=slot.name, kind=kind))
+                tokens.add_metric([slot.name, kind], p.counters.value("judge_tokens_total", audit=slot.name, kind=kind))
     yield from (requested, succeeded, failed, retries, skipped, cost, tokens)
     yield service.latency.family()
 

@@ -9,6 +9,7 @@ which the store's join by id makes harmless.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,10 @@ class IngestResult:
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     joined: int = 0
+
+
+#: how a source that is handed records (a push) stores them: (source name, items) → what happened
+Ingest = Callable[[str, list[bytes | dict[str, Any]]], IngestResult]
 
 
 class Source(ABC):

@@ -26,9 +26,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from agent.config import PUSH_SHARED_LISTENER, Config, ConfigError, parse_listen
-from agent.pipeline import Pipeline
 from agent.server import HttpServer, Request, Response
-from agent.sources.base import Batch, Source
+from agent.sources.base import Batch, Ingest, Source
 from agent.sources.secrets import bearer_token
 
 log = logging.getLogger(__name__)
@@ -94,13 +93,13 @@ def as_items(values: list[Any]) -> list[bytes | dict[str, Any]]:
 class HttpPushSource(Source):
     name = "http_push"
 
-    def __init__(self, pipeline: Pipeline, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
+    def __init__(self, ingest: Ingest, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
                  max_body_bytes: int = 1 << 20, max_in_flight: int = 4, retry_after_seconds: int = 1,
                  token: str | None = None) -> None:
         """Serve on ``server`` when given (the agent's listener), else on a new listener at ``listen``."""
         super().__init__()
         self.errors.update(dict.fromkeys(ERROR_REASONS, 0))
-        self.pipeline = pipeline
+        self.ingest = ingest
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.retry_after_seconds = retry_after_seconds
@@ -123,14 +122,14 @@ class HttpPushSource(Source):
         server.route("POST", PUSH_PATH, self.handle, max_body=max_body_bytes, admit=self.admit)
 
     @classmethod
-    def from_config(cls, config: Config, pipeline: Pipeline, agent_server: HttpServer | None) -> HttpPushSource:
+    def from_config(cls, config: Config, ingest: Ingest, agent_server: HttpServer | None) -> HttpPushSource:
         s = config.source
         if s is None:
             raise ConfigError(["source: required"])
         shared = s.listen == PUSH_SHARED_LISTENER
         if shared and agent_server is None:
             raise ConfigError(["source.listen: 'shared' needs the agent's listener"])
-        return cls(pipeline, listen=s.listen, server=agent_server if shared else None,
+        return cls(ingest, listen=s.listen, server=agent_server if shared else None,
                    max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
                    retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file))
 
@@ -189,7 +188,7 @@ class HttpPushSource(Source):
         except BodyError as err:
             return self._refuse("bad_body", 400, str(err))
         try:
-            result = self.pipeline.ingest_items(self.name, items)
+            result = self.ingest(self.name, items)
         except Exception:
             log.exception("push ingest failed")
             return self._refuse("ingest_failed", 503, "records not stored, retry later",

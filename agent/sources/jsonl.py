@@ -45,8 +45,9 @@ class JsonlSource(Source):
 
     def __init__(self, path: str | Path, max_line_bytes: int, checkpoint: dict[str, Any] | None = None,
                  start_at: str = "beginning", rotation_grace_seconds: float = DEFAULT_ROTATION_GRACE_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, name: str = "jsonl") -> None:
         super().__init__()
+        self.name = name
         self.errors = {"unreadable": 0}  # every reason exported from the start, at zero
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
@@ -241,6 +242,31 @@ class JsonlSource(Source):
                 self._fp = _fingerprint(handle, self._fp_len)
             batch.checkpoint = self._checkpoint(base, skipping)
         return batch
+
+    def read_tail(self) -> Batch:
+        """The unterminated last line, as one item, once the writer is known to be done.
+
+        A follower waits for the newline; ``replay`` reads a finished file, whose last record may
+        lack one.
+        """
+        if self._handle is None or self._skipping:
+            return Batch()
+        size = os.fstat(self._handle.fileno()).st_size
+        if size <= self._offset:
+            return Batch()
+        self._handle.seek(self._offset)
+        tail = self._handle.read(min(size - self._offset, self.max_line_bytes + 1))
+        batch = Batch(checkpoint=self._checkpoint(size, False))
+        if len(tail) > self.max_line_bytes:
+            batch.too_large += 1
+        elif tail.strip():
+            batch.items.append(tail)
+        return batch
+
+    @property
+    def position(self) -> int:
+        """Bytes of the current file read and committed (a progress bar's numerator)."""
+        return self._offset
 
     def commit(self, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is None:

@@ -1,0 +1,153 @@
+"""The detector bank: one detector and one alarm state per pair, fed from the store, checkpointed with it.
+
+A *pair* is one test of a proxy against an audit in one segment (``*`` for the whole stream). The
+bank reads what the store received since its cursors (new outputs feed the proxy side, new audited
+outputs the relation), asks every detector for a verdict, runs the alarm state machine and keeps
+the snapshot the exporter reads. Detectors and cursors are saved together (a *checkpoint*), so
+after a crash the detectors resume where they were and are re-fed exactly what came after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.alarms import AlarmBook
+from agent.core import ALL, PairKey
+from agent.detect.base import Detector, PairObservation, Verdict
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+CURSORS = ("detect.outputs", "detect.pairs")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the exporter shows, rebuilt at the end of every detect step; never mutated."""
+
+    verdicts: dict[PairKey, Verdict] = field(default_factory=dict)
+    states: dict[PairKey, str] = field(default_factory=dict)  # after the alarm latch
+    since: dict[PairKey, float | None] = field(default_factory=dict)
+    sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
+    taken_at: float = 0.0
+    generation: int = 0
+
+
+class DetectorBank:
+    """Detectors by pair; the caller serialises calls (the pipeline's lock)."""
+
+    def __init__(self, store: Store, make_detector: Callable[[], Detector], settings: dict[str, Any],
+                 directions: dict[str, float], audits: list[str]) -> None:
+        self.store = store
+        self.make_detector = make_detector
+        self.settings = settings
+        self.directions = directions
+        self.audits = audits
+        self.detectors: dict[PairKey, Detector] = {}
+        self.alarms = AlarmBook()
+        self.snapshot = Snapshot()
+        self.cursors = {name: store.get_cursor(name) for name in CURSORS}
+        self._dirty: set[PairKey] = set()  # detectors changed since their state was last saved
+
+    def load(self) -> list[PairKey]:
+        """Resume saved detectors; returns the pairs whose saved settings differ (they start afresh)."""
+        changed: list[PairKey] = []
+        for key_text, state in sorted(self.store.load_detectors().items()):
+            key: PairKey = tuple(json.loads(key_text))  # type: ignore[assignment]
+            if state.get("settings", {}) != self.settings:
+                # A detector calibrated for other settings would silently break the documented
+                # false-alarm budget: start it afresh, as after a rebaseline.
+                changed.append(key)
+                continue
+            detector = self.make_detector()
+            detector.load_state(state["detector"])
+            self.detectors[key] = detector
+            self.alarms.load(key, state["alarm"])
+        for proxy in self.directions:
+            for audit in self.audits:
+                self.detector((proxy, audit, ALL))
+        return changed
+
+    def detector(self, key: PairKey) -> Detector:
+        """The detector for ``key``, created on first use; marked as changed, since it is about to be."""
+        detector = self.detectors.get(key)
+        if detector is None:
+            detector = self.detectors[key] = self.make_detector()
+        self._dirty.add(key)
+        return detector
+
+    def feed(self) -> None:
+        """Everything the store received since the cursors."""
+        outputs, pairs = self.cursors["detect.outputs"], self.cursors["detect.pairs"]
+        while rows := self.store.outputs_since(outputs):
+            for row in rows:
+                self._feed_output(row.ts, row.segment, row.proxies)
+            outputs = rows[-1].seq
+        while audited := self.store.pairs_since(pairs):
+            for pair_row in audited:
+                obs = PairObservation(pair_row.ts, pair_row.proxy_value * self.directions.get(pair_row.proxy, 1.0),
+                                      pair_row.audit_value, pair_row.weight)
+                self.detector((pair_row.proxy, pair_row.audit, ALL)).observe_pair(obs)
+                if pair_row.segment is not None:
+                    self.detector((pair_row.proxy, pair_row.audit, pair_row.segment)).observe_pair(obs)
+            pairs = audited[-1].seq
+        self.cursors = {"detect.outputs": outputs, "detect.pairs": pairs}
+
+    def _feed_output(self, ts: float, segment: str | None, proxies: dict[str, float]) -> None:
+        for proxy, value in proxies.items():
+            oriented = value * self.directions.get(proxy, 1.0)
+            for audit in self.audits:
+                self.detector((proxy, audit, ALL)).observe_proxy(ts, oriented)
+                if segment is not None:
+                    self.detector((proxy, audit, segment)).observe_proxy(ts, oriented)
+
+    def judge(self, now: float, keys: list[PairKey] | None = None, cause: str | None = None) -> list[Event]:
+        """Verdicts for ``keys`` (all pairs by default) through the alarm latch; the state changes."""
+        verdicts = dict(self.snapshot.verdicts)
+        events: list[Event] = []
+        for key in sorted(self.detectors) if keys is None else keys:
+            verdict = verdicts[key] = self.detectors[key].verdict(now)
+            event = self.alarms.update(key, verdict, now)
+            if event is not None:
+                if cause is not None:
+                    event["cause"] = cause
+                events.append(event)
+                self._dirty.add(key)
+        self._refresh(now, verdicts)
+        return events
+
+    def rebaseline(self, now: float, keys: list[PairKey]) -> None:
+        for key in keys:
+            self.detector(key).rebaseline(now)
+
+    def matching(self, proxy: str | None, audit: str | None, segment: str | None) -> list[PairKey]:
+        return [k for k in sorted(self.detectors)
+                if (proxy is None or k[0] == proxy) and (audit is None or k[1] == audit)
+                and (segment is None or k[2] == segment)]
+
+    def checkpoint(self) -> None:
+        """Save the detectors that changed and the cursors they correspond to (inside a transaction)."""
+        self.store.save_detectors({
+            json.dumps(list(key)): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key),
+                                    "settings": self.settings}
+            for key in sorted(self._dirty)})
+        self._dirty.clear()
+        for name, value in self.cursors.items():
+            self.store.set_cursor(name, value)
+
+    def refresh(self, now: float) -> None:
+        """A snapshot of the current states without new verdicts (at start, before the first step)."""
+        self._refresh(now, dict(self.snapshot.verdicts))
+
+    def _refresh(self, now: float, verdicts: dict[PairKey, Verdict]) -> None:
+        self.snapshot = Snapshot(
+            verdicts=verdicts,
+            states={key: self.alarms.state(key).state for key in self.detectors},
+            since={key: self.alarms.state(key).since for key in self.detectors},
+            sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
+            taken_at=now, generation=self.snapshot.generation + 1)

@@ -1,0 +1,123 @@
+"""Ingest: a source's items become records, records are joined in the store, and it all gets counted.
+
+One item at a time: parse (agent/records.py), fold the segment, one store call that applies the
+join rules (agent/store/join.py), then the counts, the window means and the output hooks (the
+audit sampler). The caller holds the transaction, so a batch and its source offset commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agent.core import ALL, OTHER_SEGMENT
+from agent.counters import Tally
+from agent.records import Record, RecordParser, Rejection
+from agent.sources.base import IngestResult
+from agent.store import OutputRow, Store
+from agent.windows import RollingMeans
+
+#: called for each new output inside the ingest transaction (the audit sampler queues judge work)
+OutputHook = Callable[[OutputRow, Record], None]
+
+
+class SegmentFolder:
+    """Keeps segment labels bounded: the first ``max_values`` distinct values, then ``other``."""
+
+    def __init__(self, store: Store, max_values: int) -> None:
+        self.store = store
+        self.max_values = max_values
+        self.known = set(store.segments())
+
+    def fold(self, value: str | None, ts: float) -> str | None:
+        if value is None or value in self.known:
+            return value
+        if len(self.known) >= self.max_values or value == OTHER_SEGMENT:
+            return OTHER_SEGMENT
+        self.known.add(value)
+        self.store.add_segment(value, ts)
+        return value
+
+    def forget_uncommitted(self) -> None:
+        """After a rolled-back batch: only what the store kept is known."""
+        self.known = set(self.store.segments())
+
+
+class Ingester:
+    """Stores parsed records; every call runs inside the caller's store transaction."""
+
+    def __init__(self, parser: RecordParser, store: Store, segments: SegmentFolder, means: RollingMeans,
+                 label_ttl: float) -> None:
+        self.parser = parser
+        self.store = store
+        self.segments = segments
+        self.means = means
+        self.label_ttl = label_ttl
+        self.output_hooks: list[OutputHook] = []
+        self.last_record_ts: dict[str, float] = {}
+
+    def parse(self, item: bytes | dict[str, Any]) -> Record | Rejection:
+        return self.parser.parse_decoded(item) if isinstance(item, dict) else self.parser.parse_line(item)
+
+    def store_items(self, source: str, items: Iterable[bytes | dict[str, Any] | Record | Rejection],
+                    now: float, tally: Tally, result: IngestResult) -> None:
+        """Parse (unless already parsed) and store each item, counting what happened to it."""
+        for item in items:
+            tally.count("records_total", source=source)
+            parsed = item if isinstance(item, Record | Rejection) else self.parse(item)
+            for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
+                tally.count("metric_failures_total", proxy=proxy, reason=reason)
+            if isinstance(parsed, Rejection):
+                reject(tally, result, parsed.reason)
+                continue
+            ts = parsed.ts if parsed.ts is not None else now
+            if self._store_record(parsed, ts, now, tally, result):
+                result.accepted += 1
+                self.last_record_ts[source] = max(self.last_record_ts.get(source, 0.0), ts)
+
+    def _store_record(self, record: Record, ts: float, now: float, tally: Tally, result: IngestResult) -> bool:
+        segment = self.segments.fold(record.segment, ts)
+        expires_at = now + self.label_ttl
+        if not record.is_output:
+            label = self.store.join_label(record.id, ts, record.audits, 1.0, expires_at)
+            if label.duplicate:  # every value it carries is already joined
+                reject(tally, result, "duplicate")
+                return False
+            if label.joined:
+                self._joined(tally, result)
+                self.add_audit_means(label.segment, record.audits, now)
+            return True
+        joined = self.store.join_output(record.id, ts, segment, record.proxies, record.audits, expires_at)
+        if joined.duplicate:
+            reject(tally, result, "duplicate")
+            return False
+        if joined.early_label:
+            self._joined(tally, result)
+        self.add_audit_means(joined.segment, joined.joined, now)
+        if joined.output is not None:
+            self._add_proxy_means(segment, record.proxies, now)
+            for hook in self.output_hooks:
+                hook(joined.output, record)
+        return True
+
+    @staticmethod
+    def _joined(tally: Tally, result: IngestResult) -> None:
+        tally.count("labels_joined_total")
+        result.joined += 1
+
+    def _add_proxy_means(self, segment: str | None, proxies: dict[str, float], now: float) -> None:
+        for name, value in proxies.items():
+            self.means.add(("proxy", name, ALL), now, value)
+            if segment is not None:
+                self.means.add(("proxy", name, segment), now, value)
+
+    def add_audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
+        for name, value in audits.items():
+            self.means.add(("audit", name, ALL), now, value)
+            if segment is not None:
+                self.means.add(("audit", name, segment), now, value)
+
+
+def reject(tally: Tally, result: IngestResult, reason: str) -> None:
+    tally.count("records_rejected_total", reason=reason)
+    result.rejected[reason] = result.rejected.get(reason, 0) + 1

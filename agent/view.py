@@ -1,0 +1,87 @@
+"""The read-only state a scrape (or a report) sees: what the exporter reads, and nothing it can change.
+
+Never takes the pipeline's lock, so a scrape never waits for a detect step: counters come from
+their mirror, verdicts from the bank's last snapshot, store aggregates are queried at most once
+per detect step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.bank import DetectorBank, Snapshot
+from agent.clock import Clock
+from agent.compute import Computer
+from agent.core import PairKey
+from agent.counters import CounterKey, Counters
+from agent.ingest import Ingester
+from agent.store import Store
+from agent.validity import Validity, ValidityTracker
+from agent.windows import RollingMeans
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Aggregates read from the store (so they survive restarts)."""
+
+    pair_counts: dict[PairKey, int]
+    pending_outputs: int
+    pending_labels: int
+
+
+class PipelineView:
+    def __init__(self, store: Store, counters: Counters, bank: DetectorBank, means: RollingMeans,
+                 validity: ValidityTracker, ingester: Ingester, clock: Clock) -> None:
+        self._store = store
+        self._counters = counters
+        self._bank = bank
+        self._means = means
+        self._validity = validity
+        self._ingester = ingester
+        self._clock = clock
+        self._stats: tuple[int, StoreStats] | None = None
+        self._stats_lock = threading.Lock()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._bank.snapshot
+
+    def counters(self) -> dict[CounterKey, float]:
+        return self._counters.snapshot()
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self._counters.value(name, **labels)
+
+    def last_record_ts(self) -> dict[str, float]:
+        return dict(self._ingester.last_record_ts)
+
+    def computers(self) -> Mapping[str, Computer]:
+        return self._ingester.parser.computers
+
+    def window_means(self) -> dict[tuple[str, ...], float]:
+        return self._means.means(self._clock.now())
+
+    def store_size_bytes(self) -> int:
+        return self._store.size_bytes()
+
+    def store_stats(self) -> StoreStats:
+        """Pair and pending counts as of the last detect step, queried at most once per step."""
+        generation = self.snapshot.generation
+        with self._stats_lock:
+            if self._stats is not None and self._stats[0] == generation:
+                return self._stats[1]
+            pending_outputs, pending_labels = self._store.pending_counts()
+            stats = StoreStats(self._store.pair_counts(), pending_outputs, pending_labels)
+            self._stats = (generation, stats)
+            return stats
+
+    def proxy_validity(self) -> dict[PairKey, Validity]:
+        """How much each proxy is still worth, brought up to date with the store when asked.
+
+        Computed for scrapes (and replay's --metrics-out), not on every detect step: replay
+        would otherwise spend a third of its time ranking windows nobody reads.
+        """
+        with self._stats_lock:
+            return self._validity.compute(self._store, list(self.snapshot.states))
