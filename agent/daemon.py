@@ -23,8 +23,9 @@ from agent.audit import build_audits
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, parse_listen
 from agent.exporter import AgentCollector
+from agent.http.routes import add_standard_routes
+from agent.http.server import HttpServer, Request, Response
 from agent.pipeline import Event, Pipeline
-from agent.server import HttpServer, Request, Response, add_standard_routes
 from agent.sources.base import Source
 from agent.sources.jsonl import JsonlSource
 from agent.statelock import StateDirBusy, StateLock
@@ -47,7 +48,7 @@ def build_source(config: Config, store: Store, pipeline: Pipeline, server: HttpS
     if config.source.type == "http_push":
         from agent.sources.http_push import HttpPushSource
 
-        return HttpPushSource.from_config(config, pipeline, server)
+        return HttpPushSource.from_config(config, pipeline.ingest_items, server)
     if config.source.type == "http_pull":
         from agent.sources.http_pull import HttpPullSource
 

@@ -9,6 +9,7 @@ which the store's join by id makes harmless.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,12 @@ class IngestResult:
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     joined: int = 0
+
+
+#: Stores a source's items in one transaction: ``ingest(source_name, items)``; a push source is given
+#: one (``Pipeline.ingest_items``) so that it answers only once its records are stored, without
+#: depending on the pipeline.
+Ingest = Callable[[str, list[bytes | dict[str, Any]]], IngestResult]
 
 
 class Source(ABC):

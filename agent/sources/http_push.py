@@ -5,12 +5,13 @@ The app lives in the same pod, so the endpoint has its own listener bound to loc
 scrapes; ``source.listen: shared`` serves it on the agent's main listener instead.
 
 *Accepted means persisted*: the handler stores the request's records in one store transaction
-(``Pipeline.ingest_items``) before it answers 202, so a record the app saw accepted survives a crash
-right after the reply. Everything that can be refused from the headers is refused before the body
-is held in memory (401 token, 415 type, 413 size, 429 busy: the body is skipped in small chunks, or
-not read at all above the size limit), and at most ``source.max_in_flight`` bodies are held and
-ingested at a time, so a flood costs sockets and 429s, not memory. :meth:`read` returns nothing:
-pushes never wait for the ingest schedule.
+through the ``ingest`` callable it is given (``Pipeline.ingest_items`` in the daemon) before it
+answers 202, so a record the app saw accepted survives a crash right after the reply. Everything
+that can be refused from the headers is refused before the body is held in memory (401 token, 415
+type, 413 size, 429 busy: the body is skipped in small chunks, or not read at all above the size
+limit), and at most ``source.max_in_flight`` bodies are held and ingested at a time, so a flood
+costs sockets and 429s, not memory. :meth:`read` returns nothing: pushes never wait for the ingest
+schedule.
 """
 
 from __future__ import annotations
@@ -26,17 +27,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from agent.config import PUSH_SHARED_LISTENER, Config, ConfigError, parse_listen
-from agent.pipeline import Pipeline
-from agent.server import HttpServer, Request, Response
-from agent.sources.base import Batch, Source
-from agent.sources.secrets import bearer_token
+from agent.http.media import JSON_TYPES, NDJSON_TYPES, media_type
+from agent.http.secrets import bearer_token
+from agent.http.server import HttpServer, Request, Response
+from agent.sources.base import Batch, Ingest, Source
 
 log = logging.getLogger(__name__)
 
 PUSH_PATH = "/v1/records"
-JSON_TYPES = frozenset({"application/json"})
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
-                          "application/x-jsonlines"})
 #: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
 ERROR_REASONS = ("unauthorized", "unsupported_media_type", "too_large", "busy", "bad_body", "ingest_failed")
 CLOSE_WAIT_SECONDS = 10.0
@@ -44,11 +42,6 @@ CLOSE_WAIT_SECONDS = 10.0
 
 class BodyError(ValueError):
     """A request body that cannot be decoded into records (answered 400)."""
-
-
-def media_type(content_type: str) -> str:
-    """``application/json; charset=utf-8`` → ``application/json``."""
-    return content_type.split(";", 1)[0].strip().lower()
 
 
 def decode_body(kind: str, body: bytes) -> list[bytes | dict[str, Any]]:
@@ -94,13 +87,13 @@ def as_items(values: list[Any]) -> list[bytes | dict[str, Any]]:
 class HttpPushSource(Source):
     name = "http_push"
 
-    def __init__(self, pipeline: Pipeline, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
+    def __init__(self, ingest: Ingest, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
                  max_body_bytes: int = 1 << 20, max_in_flight: int = 4, retry_after_seconds: int = 1,
                  token: str | None = None) -> None:
         """Serve on ``server`` when given (the agent's listener), else on a new listener at ``listen``."""
         super().__init__()
         self.errors.update(dict.fromkeys(ERROR_REASONS, 0))
-        self.pipeline = pipeline
+        self.ingest = ingest
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.retry_after_seconds = retry_after_seconds
@@ -123,14 +116,14 @@ class HttpPushSource(Source):
         server.route("POST", PUSH_PATH, self.handle, max_body=max_body_bytes, admit=self.admit)
 
     @classmethod
-    def from_config(cls, config: Config, pipeline: Pipeline, agent_server: HttpServer | None) -> HttpPushSource:
+    def from_config(cls, config: Config, ingest: Ingest, agent_server: HttpServer | None) -> HttpPushSource:
         s = config.source
         if s is None:
             raise ConfigError(["source: required"])
         shared = s.listen == PUSH_SHARED_LISTENER
         if shared and agent_server is None:
             raise ConfigError(["source.listen: 'shared' needs the agent's listener"])
-        return cls(pipeline, listen=s.listen, server=agent_server if shared else None,
+        return cls(ingest, listen=s.listen, server=agent_server if shared else None,
                    max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
                    retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file))
 
@@ -189,7 +182,7 @@ class HttpPushSource(Source):
         except BodyError as err:
             return self._refuse("bad_body", 400, str(err))
         try:
-            result = self.pipeline.ingest_items(self.name, items)
+            result = self.ingest(self.name, items)
         except Exception:
             log.exception("push ingest failed")
             return self._refuse("ingest_failed", 503, "records not stored, retry later",
@@ -210,10 +203,7 @@ class HttpPushSource(Source):
     def close(self) -> None:
         """Stop accepting, then wait (bounded) for pushes already inside so their replies hold."""
         if self._own:
-            if self._serving:
-                self.server.stop()
-            else:
-                self.server.httpd.server_close()  # bound but never served: shutdown() would wait forever
+            self.server.stop()
         self._serving = False
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         taken = 0
