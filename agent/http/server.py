@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -84,6 +85,13 @@ class RoutingServer(ThreadingHTTPServer):
         self.routes: dict[tuple[str, str], Route] = {}
         self.max_body = max_body
         super().__init__((host, port), RequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request is routine, not a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("http client went away", extra={"fields": {"client": str(client_address)}})
+            return
+        super().handle_error(request, client_address)
 
     def allowed(self, path: str) -> list[str]:
         """The methods routed for ``path`` (the ``Allow`` header of a 405)."""
