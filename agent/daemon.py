@@ -18,8 +18,9 @@ from agent import __version__
 from agent.bank import Event
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, parse_listen
+from agent.http.routes import add_standard_routes
+from agent.http.server import HttpServer, Request, Response
 from agent.scheduler import Jobs, LiveScheduler
-from agent.server import HttpServer, Request, Response, add_standard_routes
 from agent.sources.base import Ingest, Source
 from agent.sources.http_pull import HttpPullSource
 from agent.sources.http_push import HttpPushSource

@@ -17,8 +17,9 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from agent.http.server import HttpServer, Response
 
 PROMPT_TOKENS = 20
 COMPLETION_TOKENS = 2
@@ -29,57 +30,36 @@ def score_for(rid: str) -> int:
     return 1 + sum(rid.encode()) % 5
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 class _Base:
+    """One POST route on the agent's own HTTP server; subclasses answer in :meth:`handle`."""
+
     path = "/"
 
     def __init__(self) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, headers, payload = owner.handle(self.path, dict(self.headers.items()), body)
-                try:
-                    self.send_response(status)
-                    for name, value in {"Content-Length": str(len(payload)), **headers}.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:  # the client went away (killed mid-request)
-                    pass
-
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
+        self.server = HttpServer("127.0.0.1", 0)
+        self.server.route("POST", self.path, lambda request: self.handle(request.headers, request.body))
+        self.port = self.server.port
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> _Base:
-        self.thread.start()
+        self.server.start(poll_interval=0.05)
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, headers: dict[str, str], body: bytes) -> Response:
+        """``headers`` have lower-case names."""
         raise NotImplementedError
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(payload).encode()
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(payload).encode(), "application/json", headers or {})
 
 
 class FakeJudge(_Base):
+    path = "/v1/chat/completions"
+
     def __init__(self, api_key: str | None = None, slow_seconds: float = 1.0, delay_seconds: float = 0.0) -> None:
         super().__init__()
         self.api_key = api_key
@@ -99,10 +79,8 @@ class FakeJudge(_Base):
         with self.lock:
             return sum(self.calls.values()) - sum(self.replied.values())
 
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if path != "/v1/chat/completions":
-            return _json(404, {"error": "not found"})
-        if self.api_key is not None and headers.get("Authorization") != f"Bearer {self.api_key}":
+    def handle(self, headers: dict[str, str], body: bytes) -> Response:
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             with self.lock:
                 self.unauthorized += 1
             return _json(401, {"error": {"message": "bad key"}})
@@ -113,7 +91,7 @@ class FakeJudge(_Base):
         with self.lock:
             self.calls[rid] += 1
             n = self.calls[rid]
-            self.keys_by_id.setdefault(rid, set()).add(headers.get("Idempotency-Key", ""))
+            self.keys_by_id.setdefault(rid, set()).add(headers.get("idempotency-key", ""))
             self.requests.append(request)
         try:
             return self._answer(rid, n)
@@ -121,7 +99,7 @@ class FakeJudge(_Base):
             with self.lock:
                 self.replied[rid] += 1
 
-    def _answer(self, rid: str, n: int) -> tuple[int, dict[str, str], bytes]:
+    def _answer(self, rid: str, n: int) -> Response:
         kind = rid.split("-", 1)[0]
         content = str(score_for(rid))
         if kind == "r429" and n == 1:
@@ -133,7 +111,7 @@ class FakeJudge(_Base):
         if kind == "echo" and n == 1:  # a careless server quoting the credentials it was sent
             return _json(500, {"error": {"message": f"upstream rejected Bearer {self.api_key}"}})
         if kind == "garbage" and n == 1:
-            return 200, {"Content-Type": "text/html"}, b"<html>bad gateway</html>"
+            return Response(200, b"<html>bad gateway</html>", "text/html")
         if kind == "slow" and n == 1:
             time.sleep(self.slow_seconds)
         if kind == "delay":
@@ -154,6 +132,8 @@ class FakeJudge(_Base):
 class FakeGrader(_Base):
     """Grades ``record["output"]``: replies ``{"result": {"score": len(output) % 3}}``; ``nan-*`` ids get a string."""
 
+    path = "/grade"
+
     def __init__(self) -> None:
         super().__init__()
         self.calls: Counter[str] = Counter()
@@ -162,13 +142,13 @@ class FakeGrader(_Base):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/grade"
 
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, headers: dict[str, str], body: bytes) -> Response:
         record = json.loads(body)
         rid = str(record.get("id"))
         with self.lock:
             self.calls[rid] += 1
         if rid.startswith("html-"):
-            return 200, {"Content-Type": "text/html"}, b"<html>oops</html>"
+            return Response(200, b"<html>oops</html>", "text/html")
         if rid.startswith("nan-"):
             return _json(200, {"result": {"score": "high"}})
         if rid.startswith("bool-"):

@@ -50,6 +50,9 @@ class RecordsApi:
         self.lock = threading.Lock()
         api = self
 
+        # A raw handler, not agent.http.server: "drip" writes the body a byte at a time with flushes in
+        # between (to prove the client's whole-reply deadline), which a Request -> Response handler
+        # cannot express; the listener is also wrapped in TLS for the certificate tests.
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 

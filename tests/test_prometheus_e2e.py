@@ -119,6 +119,8 @@ class Webhook:
         received: list[tuple[float, str, dict[str, Any]]] = []
         lock = threading.Lock()
 
+        # A raw handler, not agent.http.server: it accepts a POST on any path (the receivers' paths
+        # come from the Alertmanager config), which a route table keyed by exact path does not.
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

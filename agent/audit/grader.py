@@ -12,8 +12,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from agent.audit.producer import Outcome, Producer, Reply, as_number, excerpt, resolve_pointer
+from agent.audit.producer import Outcome, Producer, Reply, as_number, excerpt
 from agent.config import HttpGraderConfig
+from agent.core import resolve
 
 
 class HttpGrader(Producer):
@@ -36,7 +37,7 @@ class HttpGrader(Producer):
             return Outcome(reason="bad_response", transient=True, status=reply.status, latency=reply.latency,
                            detail=excerpt(reply.body, self._api_key))
         try:
-            score = as_number(resolve_pointer(doc, self.config.pointer))
+            score = as_number(resolve(doc, self.config.pointer))
         except LookupError:
             score = None
         paid = Outcome(status=reply.status, latency=reply.latency, cost=self.config.price_per_request)

@@ -16,9 +16,10 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from agent.audit.producer import Outcome, Producer, Reply, as_number, excerpt, resolve_pointer
+from agent.audit.producer import Outcome, Producer, Reply, as_number, excerpt
 from agent.config import LlmJudgeConfig
 from agent.core import lookup as get_path
+from agent.core import resolve
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
@@ -78,7 +79,7 @@ def parse_score(text: str, pointer: str = "/score") -> float | None:
         return None
     if isinstance(doc, dict | list):
         try:
-            doc = resolve_pointer(doc, pointer)
+            doc = resolve(doc, pointer)
         except LookupError:
             return None
         if isinstance(doc, str) and _NUMBER.fullmatch(doc.strip()):

@@ -26,8 +26,8 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from agent import __version__
-from agent.audit.resilience import parse_retry_after
 from agent.config import AuditCallConfig
+from agent.http.client import ReadError, parse_retry_after, read_limited
 
 MAX_REPLY_BYTES = 1 << 20
 
@@ -86,28 +86,6 @@ def excerpt(body: bytes | str, secret: str | None = None, limit: int = 200) -> s
     if secret:
         text = text.replace(secret, "[redacted]")
     return " ".join(text.split())[:limit]
-
-
-def resolve_pointer(document: Any, pointer: str) -> Any:
-    """RFC 6901 JSON pointer; raises LookupError when the path does not exist.
-
-    >>> resolve_pointer({"a": [{"b/c": 3}]}, "/a/0/b~1c")
-    3
-    >>> resolve_pointer(4.5, "")
-    4.5
-    """
-    if pointer == "":
-        return document
-    node = document
-    for raw in pointer[1:].split("/"):
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            raise LookupError(pointer)
-    return node
 
 
 def as_number(value: Any) -> float | None:
@@ -169,16 +147,13 @@ class Producer(ABC):
         try:
             with self._session().post(url, data=json.dumps(payload), headers=self._headers(key), stream=True,
                                       timeout=(min(self.timeout, 10.0), self.timeout)) as resp:
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in resp.iter_content(65536):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if time.monotonic() > deadline:
-                        return failed("timeout")
-                    if size > MAX_REPLY_BYTES:
-                        return failed("bad_response", status=resp.status_code)
                 status = resp.status_code
+                try:
+                    body = read_limited(resp, MAX_REPLY_BYTES, deadline)
+                except ReadError as err:
+                    if err.reason == "too_large" or err.reason == "bad_body":
+                        return failed("bad_response", status=status)
+                    return failed(err.reason)  # timeout, connection
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except requests.Timeout:
             return failed("timeout")
@@ -187,7 +162,6 @@ class Producer(ABC):
             return failed("timeout" if timed_out else "connection")
         except requests.RequestException:
             return failed("connection")
-        body = b"".join(chunks)
         if 200 <= status < 300:
             return Reply(status, body, time.monotonic() - started)
         if status == 429:

@@ -1,4 +1,5 @@
-"""Being a good client of a judge or grader: backoff with jitter, Retry-After, a circuit breaker.
+"""Being a good client of a judge or grader: a circuit breaker (backoff and Retry-After are in
+:mod:`agent.http.client`).
 
 Retries are scheduled through the durable queue (an item's next attempt), not by sleeping, so a
 long backoff costs nothing and survives restarts. What follows the *server's* state rather than an
@@ -8,54 +9,9 @@ in ``replay``, because the server lives in real time.
 
 from __future__ import annotations
 
-import math
-import random
 import threading
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
-
-MAX_RETRY_AFTER = 86400.0  # a server asking for more than a day is treated as asking for a day
-
-
-def backoff_seconds(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random.
-
-    >>> backoff_seconds(1, 1.0, 60.0, random.Random(1)) <= 1.0
-    True
-    >>> 30.0 <= backoff_seconds(10, 1.0, 60.0, random.Random(1)) <= 60.0
-    True
-    """
-    step = min(maximum, initial * 2.0 ** min(max(attempt - 1, 0), 60))
-    return step / 2 + (rng or random).uniform(0, step / 2)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad.
-
-    >>> parse_retry_after("7")
-    7.0
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    >>> parse_retry_after("soon") is None
-    True
-    """
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 class CircuitBreaker:

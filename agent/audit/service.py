@@ -27,9 +27,9 @@ from agent.audit.resilience import CircuitBreaker
 from agent.audit.sampler import Sampler
 from agent.audit.worker import AuditSlot, AuditWorker
 from agent.config import AuditCallConfig, AuditConfig, Config, ConfigError
+from agent.http.secrets import env_or_file
 from agent.pipeline import Pipeline
 from agent.records import Record
-from agent.sources.secrets import from_env, from_file
 from agent.store import OutputRow
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,8 @@ def _call_config(audit: AuditConfig) -> tuple[str, AuditCallConfig] | None:
 
 def _api_key(index: int, kind: str, call: AuditCallConfig, environ: Mapping[str, str]) -> str | None:
     """The bearer key from ``api_key_env`` or ``api_key_file``; ConfigError naming the key path."""
-    prefix = f"audits.{index}.{kind}"
-    if call.api_key_env:
-        return from_env(call.api_key_env, f"{prefix}.api_key_env", environ)
-    if call.api_key_file:
-        return from_file(call.api_key_file, f"{prefix}.api_key_file")
-    return None
+    return env_or_file(f"audits.{index}.{kind}", "api_key_env", call.api_key_env, "api_key_file", call.api_key_file,
+                       environ)
 
 
 def key_problems(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:

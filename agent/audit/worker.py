@@ -22,8 +22,9 @@ from agent.audit.budget import Budget
 from agent.audit.metrics import Counts, LatencyHistograms, add_counts, count
 from agent.audit.producer import UNHEALTHY_REASONS, Outcome, Producer, idempotency_key
 from agent.audit.queue import AuditQueue, QueueItem
-from agent.audit.resilience import CircuitBreaker, backoff_seconds
+from agent.audit.resilience import CircuitBreaker
 from agent.config import AuditRetryConfig
+from agent.http.client import backoff_delay
 
 if TYPE_CHECKING:
     from agent.pipeline import Pipeline
@@ -92,7 +93,7 @@ class AuditWorker:
 
     def _lease(self, slot: AuditSlot) -> Callable[[int], float]:
         r = slot.retry
-        return lambda attempts: backoff_seconds(attempts, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng)
+        return lambda attempts: backoff_delay(attempts, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng)
 
     def _call(self, slot: AuditSlot, item: QueueItem) -> Outcome:
         try:
@@ -139,7 +140,7 @@ class AuditWorker:
             return 1
         self._unhealthy(slot, outcome)
         r = slot.retry
-        wait = max(backoff_seconds(item.attempts, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng),
+        wait = max(backoff_delay(item.attempts, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng),
                    outcome.retry_after or 0.0)
         count(counts, "audit_retries_total", audit=name, reason=outcome.reason)
         with self.pipeline.lock, self.pipeline.store.transaction():
@@ -154,7 +155,7 @@ class AuditWorker:
             slot.up = True
             r = slot.retry
             slot.breaker.hold(outcome.retry_after if outcome.retry_after is not None
-                              else backoff_seconds(1, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng))
+                              else backoff_delay(1, r.initial_backoff_seconds, r.max_backoff_seconds, self.rng))
         elif outcome.reason in UNHEALTHY_REASONS:
             slot.up = False
             if slot.breaker.failure():

@@ -30,7 +30,9 @@ class IngestResult:
     joined: int = 0
 
 
-#: how a source that is handed records (a push) stores them: (source name, items) → what happened
+#: Stores a source's items in one transaction: ``ingest(source_name, items)``; a push source is given
+#: one (``Pipeline.ingest_items``) so that it answers only once its records are stored, without
+#: depending on the pipeline.
 Ingest = Callable[[str, list[bytes | dict[str, Any]]], IngestResult]
 
 

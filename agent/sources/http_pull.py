@@ -17,7 +17,6 @@ while backing off, :meth:`read` returns an empty batch without touching the netw
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
@@ -29,23 +28,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
 from agent import __version__
 from agent.config import Config, ConfigError, SourceConfig
-from agent.core import lookup as get_path
+from agent.core import lookup
+from agent.http.client import ReadError, backoff_delay, parse_retry_after, read_limited
+from agent.http.media import NDJSON_TYPES, media_type
+from agent.http.secrets import bearer_token, from_env, from_file
 from agent.sources.base import Batch, Source
 from agent.sources.http_push import as_items
-from agent.sources.secrets import bearer_token, from_env, from_file
 
 log = logging.getLogger(__name__)
 
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
-                          "application/x-jsonlines"})
 #: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
 ERROR_REASONS = ("timeout", "connection", "tls", "http_429", "http_5xx", "http_4xx", "bad_body", "too_large")
-MAX_RETRY_AFTER_SECONDS = 3600.0  # a sanity bound on what a server may ask for
-READ_CHUNK = 64 * 1024
 
 
 class PullError(Exception):
@@ -55,60 +51,6 @@ class PullError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-def lookup(doc: Any, path: str) -> Any:
-    """A JSON pointer (``/a/0/b``) or a dotted path (``a.b``) into a decoded reply; None when missing.
-
-    >>> lookup({"page": {"next": "c2"}}, "/page/next"), lookup({"page": {"next": "c2"}}, "page.next")
-    ('c2', 'c2')
-    >>> lookup({"a/b": [1, 2]}, "/a~1b/1")
-    2
-    """
-    if not path.startswith("/"):
-        parts: list[str] = path.split(".")
-    else:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-    for part in parts:
-        if isinstance(doc, dict) and part in doc:
-            doc = doc[part]
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
-            doc = doc[int(part)]
-        else:
-            return None
-    return doc
-
-
-def parse_retry_after(value: str | None, now_epoch: float | None = None) -> float | None:
-    """``Retry-After`` as seconds to wait: delta-seconds or an HTTP date; None when absent or unusable.
-
-    >>> parse_retry_after("7"), parse_retry_after("soon"), parse_retry_after(None)
-    (7.0, None, None)
-    >>> parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now_epoch=40.0)
-    60.0
-    """
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return min(float(text), MAX_RETRY_AFTER_SECONDS)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    now = time.time() if now_epoch is None else now_epoch
-    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER_SECONDS)
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": between half and all of ``initial * 2**(failures-1)``.
-
-    >>> rng = random.Random(1)
-    >>> [round(backoff_delay(n, 1.0, 10.0, rng), 2) for n in (1, 2, 3, 4, 5, 6)]
-    [0.57, 1.85, 3.53, 5.02, 7.48, 7.25]
-    """
-    ceiling = min(maximum, initial * 2.0 ** min(failures - 1, 62))
-    return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 
 
 @dataclass
@@ -217,7 +159,10 @@ class HttpPullSource(Source):
                     raise PullError("http_4xx", f"status {status}")
                 if status == 204:
                     return Page()
-                body = self._read_body(resp, deadline)
+                try:
+                    body = read_limited(resp, s.max_reply_bytes, deadline)
+                except ReadError as err:
+                    raise PullError(err.reason, err.detail) from None
                 content_type = resp.headers.get("Content-Type", "")
         except requests.exceptions.SSLError as err:
             raise PullError("tls", type(err).__name__) from None
@@ -227,42 +172,9 @@ class HttpPullSource(Source):
             raise PullError("connection", type(err).__name__) from None
         return self._decode(body, content_type)
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
-        """The body up to ``max_reply_bytes`` (decompressed), within the request's whole time budget:
-        a server dripping bytes slowly times out too, not only one that goes silent."""
-        limit = self.settings.max_reply_bytes
-        declared = resp.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PullError("too_large", f"{declared} bytes")
-        raw = resp.raw
-        read = getattr(raw, "read1", None) or raw.read  # read1 (urllib3 2) returns what one recv gives
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise PullError("timeout", "reply slower than timeout_seconds")
-                sock = getattr(getattr(raw, "connection", None), "sock", None)
-                if sock is not None:
-                    sock.settimeout(remaining)
-                chunk = read(READ_CHUNK, decode_content=True)
-                if not chunk:
-                    return b"".join(chunks)
-                size += len(chunk)
-                if size > limit:
-                    raise PullError("too_large", f"more than {limit} bytes")
-                chunks.append(chunk)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise PullError("timeout", "reply slower than timeout_seconds") from None
-        except urllib3.exceptions.DecodeError:
-            raise PullError("bad_body", "Content-Encoding does not decode") from None
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise PullError("connection", type(err).__name__) from None
-
     # -- decoding ---------------------------------------------------------------------------------------
     def _decode(self, body: bytes, content_type: str) -> Page:
-        kind = content_type.split(";", 1)[0].strip().lower()
+        kind = media_type(content_type)
         if kind in NDJSON_TYPES:
             return self._decode_lines(body)
         if not body.strip():
@@ -305,7 +217,7 @@ class HttpPullSource(Source):
     def _record_cursor(self, records: list[Any]) -> Any:
         """The last record's ``cursor_record_field``: the position after the newest record of the page."""
         for record in reversed(records):
-            value = _scalar(get_path(record, self.settings.cursor_record_field) if isinstance(record, dict) else None)
+            value = _scalar(lookup(record, self.settings.cursor_record_field) if isinstance(record, dict) else None)
             if value is not None:
                 return value
         return None

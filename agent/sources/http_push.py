@@ -5,12 +5,13 @@ The app lives in the same pod, so the endpoint has its own listener bound to loc
 scrapes; ``source.listen: shared`` serves it on the agent's main listener instead.
 
 *Accepted means persisted*: the handler stores the request's records in one store transaction
-(``Pipeline.ingest_items``) before it answers 202, so a record the app saw accepted survives a crash
-right after the reply. Everything that can be refused from the headers is refused before the body
-is held in memory (401 token, 415 type, 413 size, 429 busy: the body is skipped in small chunks, or
-not read at all above the size limit), and at most ``source.max_in_flight`` bodies are held and
-ingested at a time, so a flood costs sockets and 429s, not memory. :meth:`read` returns nothing:
-pushes never wait for the ingest schedule.
+through the ``ingest`` callable it is given (``Pipeline.ingest_items`` in the daemon) before it
+answers 202, so a record the app saw accepted survives a crash right after the reply. Everything
+that can be refused from the headers is refused before the body is held in memory (401 token, 415
+type, 413 size, 429 busy: the body is skipped in small chunks, or not read at all above the size
+limit), and at most ``source.max_in_flight`` bodies are held and ingested at a time, so a flood
+costs sockets and 429s, not memory. :meth:`read` returns nothing: pushes never wait for the ingest
+schedule.
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from agent.config import PUSH_SHARED_LISTENER, Config, ConfigError, parse_listen
-from agent.server import HttpServer, Request, Response
+from agent.http.media import JSON_TYPES, NDJSON_TYPES, media_type
+from agent.http.secrets import bearer_token
+from agent.http.server import HttpServer, Request, Response
 from agent.sources.base import Batch, Ingest, Source
-from agent.sources.secrets import bearer_token
 
 log = logging.getLogger(__name__)
 
 PUSH_PATH = "/v1/records"
-JSON_TYPES = frozenset({"application/json"})
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
-                          "application/x-jsonlines"})
 #: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
 ERROR_REASONS = ("unauthorized", "unsupported_media_type", "too_large", "busy", "bad_body", "ingest_failed")
 CLOSE_WAIT_SECONDS = 10.0
@@ -43,11 +42,6 @@ CLOSE_WAIT_SECONDS = 10.0
 
 class BodyError(ValueError):
     """A request body that cannot be decoded into records (answered 400)."""
-
-
-def media_type(content_type: str) -> str:
-    """``application/json; charset=utf-8`` → ``application/json``."""
-    return content_type.split(";", 1)[0].strip().lower()
 
 
 def decode_body(kind: str, body: bytes) -> list[bytes | dict[str, Any]]:
@@ -209,10 +203,7 @@ class HttpPushSource(Source):
     def close(self) -> None:
         """Stop accepting, then wait (bounded) for pushes already inside so their replies hold."""
         if self._own:
-            if self._serving:
-                self.server.stop()
-            else:
-                self.server.httpd.server_close()  # bound but never served: shutdown() would wait forever
+            self.server.stop()
         self._serving = False
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         taken = 0

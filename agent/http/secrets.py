@@ -1,4 +1,4 @@
-"""Secrets for the HTTP sources (bearer tokens, header values), read from the environment or a file.
+"""Secrets (bearer tokens, API keys, header values), read from the environment or a file.
 
 A secret never sits in the config itself: the config names an environment variable or a file (a
 mounted Kubernetes Secret), and a missing one is a config problem reported with its key path, so
@@ -34,11 +34,20 @@ def from_file(path: str, key: str) -> str:
     return value
 
 
+def env_or_file(prefix: str, env_key: str, var: str | None, file_key: str, path: str | None,
+                environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret in variable ``var`` (config key ``prefix.env_key``) or in file ``path`` (``prefix.file_key``).
+
+    The variable wins when both are named (config validation allows only one); None when neither is.
+    """
+    if var:
+        return from_env(var, f"{prefix}.{env_key}", environ)
+    if path:
+        return from_file(path, f"{prefix}.{file_key}")
+    return None
+
+
 def bearer_token(token_env: str | None, token_file: str | None, prefix: str = "source",
                  environ: Mapping[str, str] | None = None) -> str | None:
     """The token named by ``token_env`` or ``token_file`` (at most one is set), or None."""
-    if token_env:
-        return from_env(token_env, f"{prefix}.token_env", environ)
-    if token_file:
-        return from_file(token_file, f"{prefix}.token_file")
-    return None
+    return env_or_file(prefix, "token_env", token_env, "token_file", token_file, environ)
