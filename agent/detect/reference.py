@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from agent.stats import spearman
+
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
 # The slope score is a product of two standardised deviations, heavy-tailed (kurtosis 9 for
 # Gaussians); clipping both factors and the product keeps its tails within what a few hundred
@@ -291,26 +293,3 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     if sx <= 0 or sy <= 0:
         return 0.0
     return float(np.clip(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy), -1.0, 1.0))
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    if len(x) < 3:
-        return math.nan
-    rx, ry = _rank(x), _rank(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = math.sqrt(float(np.dot(rx, rx) * np.dot(ry, ry)))
-    return float(np.dot(rx, ry) / den) if den > 0 else math.nan
-
-
-def _rank(v: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), O(n log n)."""
-    order = np.argsort(v, kind="mergesort")
-    sv = v[order]
-    starts = np.flatnonzero(np.r_[True, sv[1:] != sv[:-1]])
-    ends = np.r_[starts[1:], len(v)]
-    avg = (starts + ends - 1) / 2.0
-    ranks = np.empty(len(v))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
