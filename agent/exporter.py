@@ -119,7 +119,7 @@ class AgentCollector(Collector):
                      "Audit the reference predicts from the proxy minus audit observed, audit units.")
         gap_lo = family("goodhart_divergence_gap_lower", "Lower end of the gap's 95% interval.")
         gap_hi = family("goodhart_divergence_gap_upper", "Upper end of the gap's 95% interval.")
-        samples = family("goodhart_detector_samples", "Audited pairs the detector's verdict used.")
+        samples = family("goodhart_detector_samples", "Audited outputs the detector's verdict used.")
         since = family("goodhart_divergence_since_timestamp_seconds",
                        "When the current non-ok state began; 0 while ok.")
         corr = GaugeMetricFamily("goodhart_rank_correlation", "Rank correlation of proxy and audit.",
@@ -132,29 +132,32 @@ class AgentCollector(Collector):
             state.add_metric(labels, float(code))
             statistic.add_metric(labels, _num(verdict.statistic))
             threshold.add_metric(labels, _num(verdict.threshold))
-            d = verdict.details
-            warn.add_metric(labels, _num(d.get("warn_threshold")))
-            gap.add_metric(labels, _num(d.get("gap")))
-            gap_lo.add_metric(labels, _num(d.get("gap_lower")))
-            gap_hi.add_metric(labels, _num(d.get("gap_upper")))
-            samples.add_metric(labels, _num(d.get("samples", 0)))
+            e = verdict.estimates
+            warn.add_metric(labels, _num(e.warn_threshold))
+            gap.add_metric(labels, _num(e.gap))
+            gap_lo.add_metric(labels, _num(e.gap_lower))
+            gap_hi.add_metric(labels, _num(e.gap_upper))
+            samples.add_metric(labels, _num(e.samples or 0))
             started = snap.since.get(key)
             since.add_metric(labels, float(started) if current != "ok" and started else 0.0)
-            for period in ("reference", "window"):
-                value = d.get(f"rank_corr_{period}")
-                if value is not None:
-                    corr.add_metric([*labels, period], _num(value))
+            for period, value in (("reference", e.rank_corr_reference), ("window", e.rank_corr_window)):
+                if value is not None and math.isfinite(value):  # unknown: no sample, not NaN
+                    corr.add_metric([*labels, period], value)
         yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, since, corr)
 
+        # Old series names still exported for one release (docs/metrics.md, "Deprecated").
+        deprecated = {"audited": "pairs"}  # goodhart_pair_pairs_total: removed in 0.3.0
         families: dict[str, CounterMetricFamily] = {}
         for key, sums in sorted(snap.sufficient.items()):
             for stat, value in sorted(sums.items()):
-                fam = families.get(stat)
-                if fam is None:
-                    fam = families[stat] = CounterMetricFamily(
-                        f"goodhart_pair_{stat}", f"Per-pair sufficient statistic '{stat}' for pooling replicas.",
-                        labels=PAIR_LABELS)
-                fam.add_metric(list(key), float(value))
+                for name in filter(None, (stat, deprecated.get(stat))):
+                    fam = families.get(name)
+                    if fam is None:
+                        fam = families[name] = CounterMetricFamily(
+                            f"goodhart_pair_{name}", f"Per-pair sufficient statistic '{name}' for pooling replicas"
+                            + (f" (deprecated: use goodhart_pair_{stat}_total)." if name != stat else "."),
+                            labels=PAIR_LABELS)
+                    fam.add_metric(list(key), float(value))
         yield from families.values()
 
     def _pairs(self) -> Iterator[Metric]:

@@ -16,8 +16,8 @@ outputs move the proxy without moving the audit, and the ordering decays toward 
 too few pairs (fewer than :data:`MIN_PAIRS`, or only one class of a binary audit).
 
 The numbers equal ``sklearn.metrics.roc_auc_score`` and ``scipy.stats.spearmanr`` (the tests check
-that), computed from one shared ranking in numpy because the library calls spend ~1.5 ms each on
-input validation, and a tick may compute dozens.
+that), computed from one shared ranking in numpy (:mod:`agent.stats`, which the detectors use too)
+because the library calls spend ~1.5 ms each on input validation, and a tick may compute dozens.
 
 >>> import numpy as np
 >>> float(roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])))
@@ -34,24 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.alarms import PairKey
+from agent.core import ALL, PairKey
+from agent.stats import average_ranks, spearman
 from agent.store import Store
 
-ALL = "*"
+__all__ = ["MIN_PAIRS", "Validity", "ValidityTracker", "average_ranks", "roc_auc", "spearman", "validity_of"]
+
 MIN_PAIRS = 20
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (scipy's ``rankdata(method='average')``)."""
-    order = np.argsort(x, kind="mergesort")
-    ordered = x[order]
-    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    group = np.cumsum(starts_group) - 1
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], len(x))
-    ranks = np.empty(len(x))
-    ranks[order] = ((starts + 1 + ends) / 2.0)[group]
-    return ranks
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -63,14 +52,6 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
         return math.nan
     rank_sum = float(average_ranks(scores)[positive].sum())
     return (rank_sum - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation; NaN when either side is constant."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(rx @ ry) / denominator if denominator > 0 else math.nan
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def main() -> int:
         det.verdict(float(i))
 
     tick = _median_seconds(tick_with_a_new_pair, 15)
-    print(f"verdict() with {det.verdict(0).details['samples']} pairs in the window: {tick * 1e3:.1f} ms "
+    print(f"verdict() with {det.verdict(0).estimates.samples} pairs in the window: {tick * 1e3:.1f} ms "
           f"(baseline weighted mean {base * 1e6:.0f} us; ratio {tick / base:.0f}x); "
           f"observe_pair {per_pair * 1e6:.1f} us per pair")
     return 0

@@ -260,7 +260,7 @@ def panels() -> list[dict[str, Any]]:
                    "effect floor) and the pooled number of audited pairs in the hour (right).",
                    [target(f"{FLEET_PREFIX}goodhart_pair_residual:effect1h{{{FLEET}}}",
                            "effect {{job}} " + PAIR_LEGEND, "A"),
-                    target(f"{FLEET_PREFIX}goodhart_pair_pairs:increase1h{{{FLEET}}}",
+                    target(f"{FLEET_PREFIX}goodhart_pair_audited:increase1h{{{FLEET}}}",
                            "pairs/h {{job}} " + PAIR_LEGEND, "B")],
                    th=thresholds((None, "red"), (-0.25, "transparent")), th_style="dashed",
                    overrides=[by_ref("B", [{"id": "custom.axisPlacement", "value": "right"},

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from agent import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
 RULES = ROOT / "rules" / "goodhart-rules.yml"
@@ -85,6 +87,14 @@ def catalogue() -> set[str]:
         if m:
             names.add(m.group(1))
     return names
+
+
+def deprecated() -> dict[str, tuple[str, str]]:
+    """Series in the catalogue's Deprecated table: name -> (replacement, release that removes it)."""
+    text = CATALOGUE.read_text(encoding="utf-8")
+    section = text.split("\n## Deprecated\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*`([^`]+)`\s*\|[^|]*\|\s*`([^`]+)`\s*\|[^|]*\|\s*([0-9.]+)\s*\|$", section, re.M)
+    return {name: (replacement, removed) for name, replacement, removed in rows}
 
 
 def in_catalogue(name: str, known: set[str]) -> bool:
@@ -253,8 +263,20 @@ def test_every_catalogued_series_is_used_by_a_dashboard_or_a_rule() -> None:
     used = " ".join(rule_exprs())
     for path in dashboard_files():
         used += " ".join(exprs(load(path)))
-    unused = sorted(name for name in catalogue() if name not in ("up", "ALERTS") and name not in used)
+    current = catalogue() - set(deprecated())
+    unused = sorted(name for name in current if name not in ("up", "ALERTS") and name not in used)
     assert not unused, f"catalogued but neither charted nor alerted on: {unused}"
+
+
+def test_deprecated_series_name_a_catalogued_replacement_and_are_not_used() -> None:
+    old = deprecated()
+    assert "goodhart_pair_pairs_total" in old
+    used = " ".join(rule_exprs()) + " ".join(e for path in dashboard_files() for e in exprs(load(path)))
+    for name, (replacement, removed) in old.items():
+        assert replacement in catalogue() and replacement not in old, name
+        release = tuple(int(part) for part in re.findall(r"\d+", __version__)[:3])
+        assert tuple(int(part) for part in removed.split(".")) > release, (name, removed)
+        assert not re.search(rf"\b{name}\b", used), f"{name} is deprecated: use {replacement}"
 
 
 def test_recorded_series_are_catalogued() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -68,12 +67,12 @@ def test_verdict_carries_the_documented_details() -> None:
     _, v = run(det, stream(1, 400, normal_proxy, on_line))
     for key in ("gap", "gap_lower", "gap_upper", "rank_corr_reference", "rank_corr_window", "samples",
                 "warn_threshold", "since", "reference_pairs"):
-        assert key in v.details
-    assert v.details["gap_lower"] < v.details["gap"] < v.details["gap_upper"]
-    assert v.details["gap_lower"] < 0 < v.details["gap_upper"]
-    assert v.details["warn_threshold"] < v.threshold
-    assert v.details["rank_corr_window"] == pytest.approx(v.details["rank_corr_reference"], abs=0.15)
-    json.dumps(asdict(v), allow_nan=False)
+        assert getattr(v.estimates, key) is not None
+    assert v.estimates.gap_lower < v.estimates.gap < v.estimates.gap_upper
+    assert v.estimates.gap_lower < 0 < v.estimates.gap_upper
+    assert v.estimates.warn_threshold < v.threshold
+    assert v.estimates.rank_corr_window == pytest.approx(v.estimates.rank_corr_reference, abs=0.15)
+    json.dumps(v.estimates.reported(), allow_nan=False)
 
 
 def test_reference_estimation_error_is_about_one_over_sqrt_n() -> None:
@@ -160,7 +159,7 @@ def test_proxy_climbing_beyond_reference_range_with_flat_audit_alarms() -> None:
     i, v = run(det, pairs)
     assert i is not None and 300 < i < 600
     assert v.reason == "proxy_inflated"
-    assert v.details["gap"] > 0 and v.details["since"] >= 300
+    assert v.estimates.gap > 0 and v.estimates.since >= 300
 
 
 def test_proxy_inflated_and_audit_falling_alarms() -> None:
@@ -180,10 +179,10 @@ def test_audit_drop_with_flat_proxy_alarms_audit_dropped() -> None:
     i, v = run(det, pairs)
     assert i is not None and 300 < i < 400
     assert v.reason == "audit_dropped"
-    assert v.details["excursion_gap"] == pytest.approx(0.8, abs=0.3)
+    assert v.estimates.excursion_gap == pytest.approx(0.8, abs=0.3)
     for obs in pairs[i + 1 : i + 201]:
         det.observe_pair(obs)
-    assert det.verdict(pairs[i + 200].ts).details["gap_lower"] > 0  # window: post-change only
+    assert det.verdict(pairs[i + 200].ts).estimates.gap_lower > 0  # window: post-change only
 
 
 def test_relation_lost_alarms_relation_lost() -> None:
@@ -199,7 +198,7 @@ def test_relation_lost_alarms_relation_lost() -> None:
     i, v = run(det, stream(7, 900, proxy, audit))
     assert i is not None and 300 < i < 450
     assert v.reason == "relation_lost"
-    assert abs(v.details["rank_corr_window"]) < v.details["rank_corr_reference"]
+    assert abs(v.estimates.rank_corr_window) < v.estimates.rank_corr_reference
 
 
 def test_gradual_over_optimisation_caught_before_gold_peaks() -> None:
@@ -245,7 +244,7 @@ def test_lower_is_better_proxy_oriented_by_pipeline() -> None:
     oriented = [PairObservation(o.ts, -o.proxy, o.audit) for o in raw]
     i, v = run(DecouplingDetector(ARL0), oriented)
     assert i is not None and v.reason == "proxy_inflated"
-    assert v.details["rank_corr_reference"] > 0.3
+    assert v.estimates.rank_corr_reference > 0.3
 
 
 # -- must stay quiet ---------------------------------------------------------------------------
@@ -256,8 +255,8 @@ def test_genuine_improvement_far_beyond_range_stays_quiet(seed: int) -> None:
                    on_line)
     i, v = run(DecouplingDetector(ARL0), pairs)
     assert i is None
-    assert v.details["beyond_range_fraction"] > 0.5
-    assert v.details["gap_lower"] < 0 < v.details["gap_upper"]
+    assert v.estimates.beyond_range_fraction > 0.5
+    assert v.estimates.gap_lower < 0 < v.estimates.gap_upper
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -296,9 +295,9 @@ def test_weights_make_the_gap_a_population_estimate() -> None:
         weighted.observe_pair(PairObservation(float(i), p[i], a[i], w))
         plain.observe_pair(PairObservation(float(i), p[i], a[i]))
     population_gap = 0.6 * 0.8
-    gw, gp = weighted.verdict(n).details, plain.verdict(n).details
-    assert gw["gap"] == pytest.approx(population_gap, abs=0.12)
-    assert gp["gap"] == pytest.approx(0.6 / 3, abs=0.12)  # biased toward the over-sampled B
+    gw, gp = weighted.verdict(n).estimates, plain.verdict(n).estimates
+    assert gw.gap == pytest.approx(population_gap, abs=0.12)
+    assert gp.gap == pytest.approx(0.6 / 3, abs=0.12)  # biased toward the over-sampled B
     assert weighted.sufficient_statistics()["samples"] > plain.sufficient_statistics()["samples"]
 
 
@@ -319,7 +318,7 @@ def test_weighted_level_evidence_catches_a_drop_in_the_under_sampled_stratum_soo
             first[kind].append(i - 500)
             if kind == "weighted":
                 assert v.reason == "audit_dropped"
-                assert v.details["excursion_gap"] == pytest.approx(0.96, abs=0.45)
+                assert v.estimates.excursion_gap == pytest.approx(0.96, abs=0.45)
     assert np.median(first["weighted"]) < 0.5 * np.median(first["unweighted"]), first
 
 
@@ -352,14 +351,14 @@ def test_one_statistic_and_threshold_read_every_cusum() -> None:
     for obs in pairs:
         det.observe_pair(obs)
         v = det.verdict(obs.ts)
-        if v.reason == "warming up":
+        if v.warming_up:
             continue
         states.add(v.state)
-        warn = v.details["warn_threshold"]
+        warn = v.estimates.warn_threshold
         expected = "alarm" if v.statistic > v.threshold else "warn" if v.statistic > warn else "ok"
         # an alarm holds while the excursion that crossed the threshold lasts (statistic > 0)
         assert v.state == expected or (v.state == "alarm" and v.statistic > 0)
-        assert v.statistic == pytest.approx(max(v.details["level_statistic"], v.details["slope_statistic"]))
+        assert v.statistic == pytest.approx(max(v.estimates.level_statistic, v.estimates.slope_statistic))
     assert states == {"ok", "warn", "alarm"}
 
 
@@ -369,7 +368,7 @@ def test_late_labels_out_of_order_still_alarm_with_since_at_oldest_output() -> N
     shuffled = pairs[:300] + [pairs[j] for j in order]
     i, v = run(DecouplingDetector(ARL0), shuffled)
     assert i is not None and v.reason == "audit_dropped"
-    assert 300 <= v.details["since"] <= max(pairs[j].ts for j in order[: i - 300 + 1])
+    assert 300 <= v.estimates.since <= max(pairs[j].ts for j in order[: i - 300 + 1])
 
 
 def test_state_round_trip_gives_identical_subsequent_verdicts() -> None:
@@ -386,8 +385,10 @@ def test_state_round_trip_gives_identical_subsequent_verdicts() -> None:
             for det in (a, b):
                 det.observe_pair(obs)
                 det.observe_proxy(obs.ts, obs.proxy)
-            assert asdict(a.verdict(obs.ts)) == asdict(b.verdict(obs.ts)) or math.isnan(
-                a.verdict(obs.ts).statistic)
+            va, vb = a.verdict(obs.ts), b.verdict(obs.ts)
+            assert (va.state, va.reason, va.warming_up, va.estimates.reported()) == (
+                vb.state, vb.reason, vb.warming_up, vb.estimates.reported())
+            assert va.statistic == vb.statistic or math.isnan(va.statistic)
         assert a.state_dict() == b.state_dict()
         assert a.sufficient_statistics() == b.sufficient_statistics()
 
@@ -399,15 +400,15 @@ def test_rebaseline_warms_up_ignores_older_outputs_and_keeps_counters_monotone()
     before = det.sufficient_statistics()
     det.rebaseline(now=500.0)
     v = det.verdict(500.0)
-    assert (v.state, v.reason) == ("warn", "warming up")
+    assert (v.state, v.reason, v.warming_up) == ("warn", "warming up", True)
     det.observe_pair(PairObservation(ts=400.0, proxy=0.0, audit=0.0))  # a late label, old regime
-    assert det.verdict(501.0).details["samples"] == 0
-    assert det.verdict(501.0).details["late_pairs_ignored"] == 1
+    assert det.verdict(501.0).estimates.samples == 0
+    assert det.verdict(501.0).estimates.late_pairs_ignored == 1
     for obs in stream(81, 300, normal_proxy, on_line):
         det.observe_pair(PairObservation(obs.ts + 500, obs.proxy, obs.audit))
     after_ = det.sufficient_statistics()
-    assert det.verdict(900.0).state != "warn" or det.verdict(900.0).reason != "warming up"
-    assert set(before) >= {"samples", "residual_positive_sum", "residual_negative_sum", "residual_squares"}
+    assert not det.verdict(900.0).warming_up
+    assert set(before) >= {"audited", "samples", "residual_positive_sum", "residual_negative_sum", "residual_squares"}
     assert all(after_[k] >= before[k] for k in before)
 
 
@@ -487,3 +488,15 @@ def test_alarm_holds_for_its_excursion_and_old_states_load() -> None:
     assert old.verdict(1e3).state != "alarm"
     det._step("level", -2 * h, 1e3, 1.0, 0.0, 0.0)  # the excursion ends
     assert det.verdict(1e3).state == "ok"
+
+
+def test_a_state_saved_when_the_audited_count_was_called_pairs_loads_as_audited() -> None:
+    det = DecouplingDetector(ARL0)
+    for obs in stream(82, REF + 50, normal_proxy, on_line):
+        det.observe_pair(obs)
+    state = json.loads(json.dumps(det.state_dict(), allow_nan=False))
+    state["counters"]["pairs"] = state["counters"].pop("audited")
+    old = DecouplingDetector(1.5)
+    old.load_state(state)
+    assert old.sufficient_statistics() == det.sufficient_statistics()
+    assert old.sufficient_statistics()["audited"] == 50.0 and "pairs" not in old.sufficient_statistics()

@@ -176,7 +176,7 @@ def test_recording_rules_are_named_level_metric_operations_and_commented() -> No
 def test_recording_rules_pool_replicas_from_the_sufficient_statistics() -> None:
     rules = recordings()
     exprs = " ".join(r["expr"] for r in rules.values())
-    for counter in ("goodhart_pair_pairs_total", "goodhart_pair_samples_total",
+    for counter in ("goodhart_pair_audited_total", "goodhart_pair_samples_total",
                     "goodhart_pair_residual_positive_sum_total", "goodhart_pair_residual_negative_sum_total",
                     "goodhart_pair_residual_squares_total"):
         assert f"increase({counter}[" in exprs, counter

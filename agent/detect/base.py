@@ -16,12 +16,54 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 State = Literal["ok", "warn", "alarm"]
 STATES: tuple[State, ...] = ("ok", "warn", "alarm")
 STATE_CODES: dict[str, int] = {"ok": 0, "warn": 1, "alarm": 2}
+
+
+WARMING_UP = "warming up"  # the reason a verdict gives while its detector builds its reference
+
+
+def _reported(value: float | None) -> float | None:
+    """NaN/inf as None: events are JSON, and JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """What a verdict estimated, besides its statistic: the facts events and series report.
+
+    ``None`` means this detector does not estimate the field (it is left out of events); NaN means
+    it does but cannot yet (an empty window, a constant proxy), and is reported as ``null``. Counts
+    of audited outputs keep the names the event format has always had (``reference_pairs``, ...).
+    """
+
+    samples: int | None = None  # audited outputs the verdict used (window, or reference so far)
+    gap: float | None = None  # audit predicted from the proxy minus audit observed, window mean
+    gap_lower: float | None = None  # 95% interval of the gap
+    gap_upper: float | None = None
+    warn_threshold: float | None = None  # of the statistic, on the threshold's scale
+    level_statistic: float | None = None  # the level CUSUMs' statistic, on that scale
+    slope_statistic: float | None = None  # the slope CUSUM's statistic, on that scale
+    rank_corr_reference: float | None = None  # Spearman of proxy and audit in the reference
+    rank_corr_window: float | None = None  # ... and in the recent window
+    reference_pairs: int | None = None  # audited outputs in (or wanted for) the reference
+    late_pairs_ignored: int | None = None  # audited outputs older than the last rebaseline
+    proxy_shift: float | None = None  # recent mean proxy, reference s.d. from the reference mean
+    beyond_range_fraction: float | None = None  # share of the window above the reference's range
+    since: float | None = None  # oldest output of the current excursion (NaN: no excursion)
+    excursion_pairs: int | None = None  # audited outputs in the current excursion
+    excursion_gap: float | None = None  # weighted mean gap over the excursion
+
+    def reported(self) -> dict[str, float | int | None]:
+        """The estimated fields by name, sorted, NaN as None: the extra keys of an event."""
+        return {f.name: _reported(getattr(self, f.name)) for f in sorted(fields(self), key=lambda f: f.name)
+                if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -30,21 +72,28 @@ class Verdict:
 
     ``statistic`` and ``threshold`` are the decision statistic and the alarm threshold it is
     compared with (NaN when not applicable, e.g. while warming up). ``reason`` is a short
-    machine-friendly word ("warming up", "proxy_inflated", "audit_dropped", "relation_lost", ...).
-    ``details`` carries extra, JSON-serialisable facts (gap, interval, correlations, samples used)
-    that the pipeline copies into events and exported series.
+    machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost",
+    ...) that events carry; code tests ``warming_up``, never the word. ``estimates`` are the facts
+    the pipeline copies into events and exported series.
     """
 
     state: State
     statistic: float = math.nan
     threshold: float = math.nan
     reason: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
+    estimates: Estimates = field(default_factory=Estimates)
+    warming_up: bool = False
+
+    @classmethod
+    def warming(cls, estimates: Estimates | None = None) -> Verdict:
+        """The verdict of a detector still building its reference: warn, never alarm."""
+        return cls("warn", reason=WARMING_UP, estimates=Estimates() if estimates is None else estimates,
+                   warming_up=True)
 
 
 @dataclass(frozen=True)
 class PairObservation:
-    """One audited output: its oriented proxy value, its audit value and its sampling weight."""
+    """One audited output of this test: its oriented proxy value, audit value and sampling weight."""
 
     ts: float
     proxy: float
@@ -61,7 +110,7 @@ class Detector(ABC):
 
     @abstractmethod
     def observe_pair(self, obs: PairObservation) -> None:
-        """An audited pair, in the order the pairs became complete (output and audit joined)."""
+        """An audited output, in the order outputs were audited (output and audit joined)."""
 
     @abstractmethod
     def verdict(self, now: float) -> Verdict:

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
@@ -113,15 +114,22 @@ def cusum_threshold(arl0: float, k: float, tau: float = 0.0, allowance: float = 
         raise ValueError(f"arl0 must be > 1, got {arl0}")
     if k < 0 or tau < 0:
         raise ValueError("k and tau must be non-negative")
-    target = -math.log(arl0)
+    return smallest_threshold(lambda h: expected_log_rate(h, k, tau, allowance), -math.log(arl0), 60,
+                              "no finite threshold reaches this arl0 (tau too large for k)")
+
+
+def smallest_threshold(log_rate: Callable[[float], float], target: float, steps: int, unreachable: str) -> float:
+    """Bisection for the smallest ``h`` with ``log_rate(h) <= target`` (``log_rate`` decreasing in
+    ``h``): doubling from 1 to bracket it, then ``steps`` halvings; the upper end, so the rate is
+    never above the budget. ValueError(``unreachable``) when no ``h`` up to 1e7 gets there."""
     lo, hi = 0.0, 1.0
-    while expected_log_rate(hi, k, tau, allowance) > target:
+    while log_rate(hi) > target:
         lo, hi = hi, hi * 2.0
         if hi > 1e7:
-            raise ValueError("no finite threshold reaches this arl0 (tau too large for k)")
-    for _ in range(60):
+            raise ValueError(unreachable)
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        if expected_log_rate(mid, k, tau, allowance) > target:
+        if log_rate(mid) > target:
             lo = mid
         else:
             hi = mid
@@ -183,7 +191,16 @@ def empirical_threshold(
         raise ValueError(f"arl0 must be > 1, got {arl0}")
     if scale_sd < 0:
         raise ValueError("scale_sd must be non-negative")
-    x = np.asarray(scores, dtype=float)
+    y, weights = _increments(np.asarray(scores, dtype=float), k, tau, scale_sd, scale_corr)
+    return smallest_threshold(_tilted_log_rate(y, weights, overshoot), -math.log(arl0), 50,
+                              "no finite threshold reaches this arl0")
+
+
+def _increments(
+    x: np.ndarray, k: float, tau: float, scale_sd: float, scale_corr: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of increments ``s * x - k + delta``, one per quadrature node over the reference's bias
+    (and log scale when ``scale_sd > 0``), with the nodes' weights."""
     if scale_sd > 0:
         # A product grid over (bias, log-scale); fewer bias nodes keep the tilts cheap (the
         # integrand is smooth in the bias, 24 Gauss-Hermite nodes are exact to ~1e-6 here).
@@ -194,17 +211,18 @@ def empirical_threshold(
         z2 = np.tile(sn, len(dn))
         shifts = z1 * tau
         scales = np.exp(scale_sd * (rho * z1 + math.sqrt(1.0 - rho * rho) * z2))
-        weights = np.outer(dw, sw).ravel()
-        y = scales[:, None] * x[None, :] - k + shifts[:, None]
-    else:
-        weights = _WEIGHTS
-        y = x[None, :] - k + (_NODES * tau)[:, None]
+        return scales[:, None] * x[None, :] - k + shifts[:, None], np.outer(dw, sw).ravel()
+    return x[None, :] - k + (_NODES * tau)[:, None], _WEIGHTS
+
+
+def _tilted_log_rate(y: np.ndarray, weights: np.ndarray, overshoot: float) -> Callable[[float], float]:
+    """``h -> log E[1/ARL]`` over the rows of ``y``: Siegmund's form with Wald's tilt for rows
+    with negative mean, the Gaussian form for the others (a drift toward alarm)."""
     mu = y.mean(axis=1)
     sd = np.maximum(y.std(axis=1), 1e-12)
     neg = mu < -1e-9
     theta = np.full(len(mu), np.inf)
     theta[neg] = _tilts(y[neg])
-    target = -math.log(arl0)
 
     def log_rate(h: float) -> float:
         b = h + overshoot * sd
@@ -220,18 +238,7 @@ def empirical_threshold(
             return top
         return top + math.log(float(np.sum(weights * np.exp(logs - top))))
 
-    lo, hi = 0.0, 1.0
-    while log_rate(hi) > target:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e7:
-            raise ValueError("no finite threshold reaches this arl0")
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if log_rate(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    return log_rate
 
 
 def arl(h: float, k: float, tau: float = 0.0, allowance: float = 0.0) -> float:

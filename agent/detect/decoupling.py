@@ -42,20 +42,22 @@ test stays unweighted.
 ...     v = det.verdict(now=float(t))
 ...     if v.state == "alarm":
 ...         break
->>> t, v.reason, round(v.details["gap"], 2)
+>>> t, v.reason, round(v.estimates.gap, 2)
 (416, 'audit_dropped', 0.17)
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from agent.detect.base import STATES, Detector, PairObservation, Verdict
+from agent.detect.base import STATES, Detector, Estimates, PairObservation, Verdict
 from agent.detect.calibration import empirical_threshold, extrapolation_allowance
-from agent.detect.reference import ReferenceRelation, spearman
+from agent.detect.reference import ReferenceRelation
+from agent.stats import spearman
 
 _Z95 = 1.959963984540054
 # Overshoot constant in Siegmund's corrected threshold: 1.166 for Gaussian increments; a
@@ -80,6 +82,11 @@ _GRID = np.arange(0.0, 8.0 + _GRID_STEP / 2, _GRID_STEP)
 def _f(x: float | None) -> float | None:
     """A JSON-friendly float: None for NaN/inf."""
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _finite(x: float) -> float:
+    """NaN for NaN/inf: an estimate that is not known (events report it as null)."""
+    return float(x) if math.isfinite(x) else math.nan
 
 
 def _interp(table: list[float], d: float) -> float:
@@ -128,7 +135,7 @@ class DecouplingDetector(Detector):
         self._level_names = tuple(name for name, kind, *_ in BANK if kind == "level")
         self._set_ks()
         # Monotone counters live across rebaselines, so they are not part of _reset().
-        self._counters = {"pairs": 0.0, "samples": 0.0, "residual_positive_sum": 0.0,
+        self._counters = {"audited": 0.0, "samples": 0.0, "residual_positive_sum": 0.0,
                           "residual_negative_sum": 0.0, "residual_squares": 0.0}
         self._baseline_ts = -math.inf
         self._reset()
@@ -163,7 +170,7 @@ class DecouplingDetector(Detector):
         self._pos = 0
         self._count = 0
         # Window estimates only change with a new pair; a detect tick often brings none.
-        self._window_cache: tuple[tuple[float, int], ReferenceRelation, dict[str, Any]] | None = None
+        self._window_cache: tuple[tuple[float, int], ReferenceRelation, Estimates] | None = None
         self._set_ks()
 
     @staticmethod
@@ -211,7 +218,7 @@ class DecouplingDetector(Detector):
         self._pos = (i + 1) % self.window
         self._count = min(self._count + 1, self.window)
         c = self._counters
-        c["pairs"] += 1.0
+        c["audited"] += 1.0
         c["samples"] += w
         c["residual_positive_sum"] += w * max(r, 0.0)
         c["residual_negative_sum"] += w * max(-r, 0.0)
@@ -289,9 +296,8 @@ class DecouplingDetector(Detector):
     def verdict(self, now: float) -> Verdict:
         ref = self._ref
         if ref is None:
-            return Verdict("warn", reason="warming up", details={
-                "samples": len(self._warmup), "reference_pairs": self.reference_pairs,
-                "late_pairs_ignored": self._late})
+            return Verdict.warming(Estimates(samples=len(self._warmup), reference_pairs=self.reference_pairs,
+                                             late_pairs_ignored=self._late))
         mapped = {name: self._mapped(name) for name in self._names}
 
         def level_of(name: str) -> int:
@@ -320,41 +326,35 @@ class DecouplingDetector(Detector):
             else:
                 trigger, reason = slp, "relation_lost"
         big, warn = self._h["level"]
-        details = self._details(ref)
-        details.update({
-            "warn_threshold": warn,
-            "level_statistic": max(mapped[name] for name in self._level_names),
-            "slope_statistic": mapped["slope"],
-            "since": _f(trigger["since"]) if trigger["s"] > 0 else None,
-            "excursion_pairs": int(trigger["n"]),
-            "excursion_gap": _f(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else None,
-        })
+        estimates = replace(
+            self._estimates(ref),
+            warn_threshold=warn,
+            level_statistic=max(mapped[name] for name in self._level_names),
+            slope_statistic=mapped["slope"],
+            since=_finite(trigger["since"]) if trigger["s"] > 0 else math.nan,
+            excursion_pairs=int(trigger["n"]),
+            excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
+        )
         return Verdict(STATES[state_code], statistic=max(mapped.values()), threshold=big, reason=reason,
-                       details=details)
+                       estimates=estimates)
 
-    def _details(self, ref: ReferenceRelation) -> dict[str, Any]:
-        """Window estimates: weighted gap with a 95% interval, rank correlations, range."""
-        out: dict[str, Any] = {
-            "reference_pairs": ref.n_, "rank_corr_reference": _f(ref.rank_corr_),
-            "late_pairs_ignored": self._late,
-            "proxy_shift": _f((self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_)
-            if self._proxy_ewma is not None else None,
-        }
+    def _estimates(self, ref: ReferenceRelation) -> Estimates:
+        """Window estimates (cached until the window takes a pair) and the reference's facts."""
         cached = self._window_cache
-        version = (self._counters["pairs"], self._pos)  # moves with every pair the window takes
+        version = (self._counters["audited"], self._pos)  # moves with every pair the window takes
         if cached is None or cached[0] != version or cached[1] is not ref:
             cached = self._window_cache = (version, ref, self._window_estimates(ref))
-        out.update(cached[2])
-        return out
+        shift = math.nan if self._proxy_ewma is None else (self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_
+        return replace(cached[2], reference_pairs=ref.n_, rank_corr_reference=_finite(ref.rank_corr_),
+                       late_pairs_ignored=self._late, proxy_shift=_finite(shift))
 
-    def _window_estimates(self, ref: ReferenceRelation) -> dict[str, Any]:
+    def _window_estimates(self, ref: ReferenceRelation) -> Estimates:
+        """Weighted gap with a 95% interval, rank correlation and range, over the window."""
         _ts, p, a, w = self._window()
         n = len(p)
-        out: dict[str, Any] = {"samples": n}
         if n == 0:
-            out.update(gap=None, gap_lower=None, gap_upper=None, rank_corr_window=None,
-                       beyond_range_fraction=None)
-            return out
+            return Estimates(samples=0, gap=math.nan, gap_lower=math.nan, gap_upper=math.nan,
+                             rank_corr_window=math.nan, beyond_range_fraction=math.nan)
         lo, hi = ref.bounds_
         g = np.clip(ref.intercept_ + ref.slope_ * p, lo, hi) - a
         sw = float(w.sum())
@@ -363,10 +363,9 @@ class DecouplingDetector(Detector):
         # Reference error in audit units at the window's mean proxy (intercept and slope).
         ref_se = ref.prediction_se(float(np.dot(w, p) / sw))
         half = _Z95 * math.sqrt(se2 + ref_se * ref_se)
-        out.update(gap=gap, gap_lower=gap - half, gap_upper=gap + half,
-                   rank_corr_window=_f(spearman(p, a)),
-                   beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
-        return out
+        return Estimates(samples=n, gap=gap, gap_lower=gap - half, gap_upper=gap + half,
+                         rank_corr_window=_finite(spearman(p, a)),
+                         beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
 
     # -- lifecycle -------------------------------------------------------------------------
     def rebaseline(self, now: float) -> None:
@@ -374,9 +373,9 @@ class DecouplingDetector(Detector):
         self._baseline_ts = float(now)
 
     def sufficient_statistics(self) -> dict[str, float]:
-        """Monotone sums: ``pairs``, ``samples`` (sum of weights), weighted positive and
-        negative parts of the residual (audit - prediction) and its square. Residual sum =
-        positive - negative; a signed sum would not be a counter."""
+        """Monotone sums: ``audited`` (audited outputs scored), ``samples`` (sum of their weights),
+        weighted positive and negative parts of the residual (audit - prediction) and its square.
+        Residual sum = positive - negative; a signed sum would not be a counter."""
         return dict(self._counters)
 
     def state_dict(self) -> dict[str, Any]:
@@ -407,7 +406,8 @@ class DecouplingDetector(Detector):
         if state.get("version") not in (2, 3, 4):
             raise ValueError(f"unknown detector state version: {state.get('version')!r}")
         self.__init__(**state["params"])  # type: ignore[misc]
-        self._counters = {k: float(v) for k, v in state["counters"].items()}
+        # "pairs" was the name of the audited-output count before version 0.2 (one word, one meaning)
+        self._counters = {("audited" if k == "pairs" else k): float(v) for k, v in state["counters"].items()}
         bts = state["baseline_ts"]
         self._baseline_ts = -math.inf if bts is None else float(bts)
         ref = state["reference"]

@@ -1,7 +1,7 @@
 """A placeholder detector: the simplest thing that exercises the detection seam.
 
-It compares the mean audit of the most recent audited pairs with the mean of the first
-``reference_size`` pairs and calls a drop of more than ``drop`` (in audit units) an alarm, half
+It compares the mean audit of the most recent audited outputs with the mean of the first
+``reference_size`` audited outputs and calls a drop of more than ``drop`` (in audit units) an alarm, half
 of it a warning. It ignores the proxy entirely and has no false-alarm guarantee; it exists so the
 pipeline, replay and exporter can be built and tested before the decoupling detector lands.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from agent.detect.base import Detector, PairObservation, State, Verdict
+from agent.detect.base import Detector, Estimates, PairObservation, State, Verdict
 
 
 class PlaceholderDetector(Detector):
@@ -39,14 +39,14 @@ class PlaceholderDetector(Detector):
     def verdict(self, now: float) -> Verdict:
         if len(self._reference) < self.reference_size or len(self._recent) < self.window:
             used = len(self._reference) + len(self._recent)
-            return Verdict("warn", reason="warming up", details={"samples": used})
+            return Verdict.warming(Estimates(samples=used))
         ref = sum(self._reference) / len(self._reference)
         cur = sum(self._recent) / len(self._recent)
         gap = ref - cur
         state: State = "alarm" if gap > self.drop else "warn" if gap > self.drop / 2 else "ok"
         return Verdict(state, statistic=gap, threshold=self.drop,
                        reason="audit_dropped" if state != "ok" else "",
-                       details={"gap": gap, "samples": len(self._recent)})
+                       estimates=Estimates(gap=gap, samples=len(self._recent)))
 
     def rebaseline(self, now: float) -> None:
         self._reset()

@@ -28,9 +28,11 @@ Scores (both bounded, roughly unit variance on the reference):
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+
+from agent.stats import spearman
 
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
 # The slope score is a product of two standardised deviations, heavy-tailed (kurtosis 9 for
@@ -111,46 +113,30 @@ class ReferenceRelation:
 
     def fit(self, proxy: Any, audit: Any, weight: Any = None) -> ReferenceRelation:
         """Fit the line and measure, by bootstrap, how much its error biases each score."""
-        x = np.asarray(proxy, dtype=float)
-        y = np.asarray(audit, dtype=float)
-        w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=float)
-        if x.ndim != 1 or x.shape != y.shape or x.shape != w.shape:
-            raise ValueError("proxy, audit and weight must be 1-d arrays of the same length")
-        if len(x) < 10:
-            raise ValueError(f"need at least 10 reference pairs, got {len(x)}")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(w > 0)):
-            raise ValueError("reference pairs must be finite with positive weights")
+        x, y, w = _checked(proxy, audit, weight)
         if self.clip <= 0 or self.bootstrap < 20:
             raise ValueError("clip must be > 0 and bootstrap >= 20")
         n = len(x)
         binary = bool(np.all((y == 0.0) | (y == 1.0)))
         self.bounds_ = (0.0, 1.0) if binary else (-math.inf, math.inf)
+        x, y, w = with_pseudo_pairs(x, y, w, self.bounds_, self.clip, binary)
         a, b = _wls(x, y, w)
-        # A degenerate reference (residual spread below that of one mismatch in n pairs: a 0/1
-        # proxy equal to the 0/1 audit, a constant audit) carries no information about the size
-        # or rate of mismatches. It is fitted as if it had also seen four pseudo pairs, at the
-        # mean proxy +/- one s.d., half an audit unit above and below the line (which leaves
-        # the line unchanged; the unit is 1 for 0/1 audits, else the audit's s.d., else 1): a
-        # rule-of-succession prior. Scores, thresholds and the bootstrap then see
-        # mismatches at a rate ~2/n: one mismatch cannot alarm, a run of them does.
-        s0 = _scores(x, y, w[None, :], np.atleast_1d(a), np.atleast_1d(b), self.bounds_, self.clip, w,
-                     np.ones((1, n)))
-        unit = 1.0 if binary else (float(np.sqrt(np.cov(y, aweights=w))) or 1.0)
-        q = 1.0 / n
-        if float(s0["scale"][0]) < unit * math.sqrt(q * (1 - q)):
-            sx = float(s0["sdx"][0]) if float(s0["sdx"][0]) > 1e-9 else 1.0
-            mx = float(s0["mx"][0])
-            px = np.array([mx - sx, mx - sx, mx + sx, mx + sx])
-            py = float(a) + float(b) * px + np.array([-0.5, 0.5, -0.5, 0.5]) * unit
-            x = np.concatenate([x, px])
-            y = np.concatenate([y, py])
-            w = np.concatenate([w, np.full(4, float(np.mean(w)))])
-            a, b = _wls(x, y, w)
-        m = len(x)
-        a_, b_ = np.atleast_1d(a), np.atleast_1d(b)
-        ones = np.ones((1, m))
-        s = _scores(x, y, w[None, :], a_, b_, self.bounds_, self.clip, w, ones)
-        self.intercept_, self.slope_ = float(a), float(b)
+        s = self._fit_scores(x, y, w, float(a), float(b))
+        self._describe(x[:n], y[:n], w[:n])  # the real pairs, for what the operator sees
+        self.coef_cov_ = sandwich_covariance(x[:n], y[:n], w[:n], float(a), float(b))
+        refits = bootstrap_refits(x, y, w, n, self.bounds_, self.clip, self.bootstrap, self.seed)
+        self._fit_errors(refits, float(x.mean()))
+        # Alarm-oriented increments of the reference itself (larger = audit below promise),
+        # the empirical distribution the thresholds are calibrated on; not part of the state.
+        self.level_scores_ = -(s["wpsi"][0] - self.level_center_) / self.level_scale_
+        self.slope_scores_ = -(s["prod"][0] - self.slope_center_) / self.slope_scale_
+        return self
+
+    def _fit_scores(self, x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: float) -> dict[str, np.ndarray]:
+        """The line and the centre and spread of its scores on the reference (pseudo pairs included)."""
+        ones = np.ones((1, len(x)))
+        s = _scores(x, y, w[None, :], np.atleast_1d(a), np.atleast_1d(b), self.bounds_, self.clip, w, ones)
+        self.intercept_, self.slope_ = a, b
         self.scale_ = float(s["scale"][0])
         self.proxy_mean_, self.proxy_sd_ = float(s["mx"][0]), float(s["sdx"][0])
         lm, ls = _moments(s["wpsi"], ones)
@@ -158,64 +144,40 @@ class ReferenceRelation:
         pm, ps = _moments(s["prod"], ones)
         self.level_center_, self.level_scale_ = float(lm[0]), float(ls[0])
         self.slope_center_, self.slope_scale_ = float(pm[0]), float(ps[0])
-        x0, y0, w0 = x[: n], y[: n], w[: n]  # the real pairs, for what the operator sees
-        self.proxy_min_, self.proxy_max_ = float(x0.min()), float(x0.max())
-        self.audit_mean_ = float(np.sum(w0 * y0) / np.sum(w0))
-        self.n_ = n
-        self.n_eff_ = float(w0.sum() ** 2 / np.sum(w0 * w0))
-        self.rank_corr_ = spearman(x0, y0)
-        # Heteroscedasticity-robust (sandwich) covariance of (intercept, slope), for the error
-        # of the predicted audit at any proxy: var = aa + 2 x ab + x^2 bb.
-        # (Real pairs only: the pseudo pairs are a prior on the mismatch rate, not data.)
-        design = np.column_stack([np.ones(n), x0])
-        resid = y0 - (a + b * x0)
-        bread = np.linalg.pinv(design.T @ (w0[:, None] * design))
-        meat = design.T @ ((w0 * w0 * resid * resid)[:, None] * design)
-        cov = bread @ meat @ bread * n / max(n - 2, 1)
-        self.coef_cov_ = [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
+        return s
 
-        # Bootstrap the whole procedure; evaluate each refit on the original sample, which
-        # stands in for future in-control traffic. The spread of the resulting mean scores is
-        # the bias an estimated reference puts into each CUSUM increment.
-        rng = np.random.default_rng(self.seed)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=self.bootstrap).astype(float)
-        counts = np.hstack([counts, np.ones((self.bootstrap, m - n))])  # pseudo pairs: a prior, not data
-        wb = counts * w[None, :]
-        ab, bb = _wls(x[None, :], y[None, :], wb)
-        sb = _scores(x, y, wb, ab, bb, self.bounds_, self.clip, w, counts)
-        lmb, lsb = _moments(sb["wpsi"], counts)
-        pmb, psb = _moments(sb["prod"], counts)
-        level_future = ((sb["wpsi"] - lmb[:, None]) / lsb[:, None]).mean(axis=1)
-        slope_future = ((sb["prod"] - pmb[:, None]) / psb[:, None]).mean(axis=1)
+    def _describe(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        """Range, weighted audit mean, (effective) size and rank correlation of the real pairs."""
+        self.proxy_min_, self.proxy_max_ = float(x.min()), float(x.max())
+        self.audit_mean_ = float(np.sum(w * y) / np.sum(w))
+        self.n_ = len(x)
+        self.n_eff_ = float(w.sum() ** 2 / np.sum(w * w))
+        self.rank_corr_ = spearman(x, y)
+
+    def _fit_errors(self, refits: Refits, mean_proxy: float) -> None:
+        """Score bias and spread errors from the bootstrap refits (needs the line and its covariance)."""
         # The bootstrap can understate the error under unequal weights; never go below the
         # sandwich error of the prediction at the traffic's mean proxy.
-        analytic = self.prediction_se(float(x.mean())) * self.level_gain
-        self.level_tau_ = max(float(level_future.std()), analytic)
+        analytic = self.prediction_se(mean_proxy) * self.level_gain
+        self.level_tau_ = max(float(refits.level_bias.std()), analytic)
         # Future scores also spread more than in-sample ones (the fit chased this sample's
         # noise); the calibration widens the reference scores by the bootstrap's ratio.
-        sd_level = ((sb["wpsi"] - lmb[:, None]) / lsb[:, None]).std(axis=1)
-        sd_slope = ((sb["prod"] - pmb[:, None]) / psb[:, None]).std(axis=1)
-        self.level_inflation_ = max(1.0, float(np.mean(sd_level)))
-        self.slope_inflation_ = max(1.0, float(np.mean(sd_slope)))
+        self.level_inflation_ = max(1.0, float(np.mean(refits.level_sd)))
+        self.slope_inflation_ = max(1.0, float(np.mean(refits.slope_sd)))
         # ... and by how much that spread is itself uncertain: the s.d. over refits of the log
         # ratio. Thresholds at a large arl0 are very sensitive to the score scale, so the
         # calibration averages the rate over it as well (a reference that saw too little
         # spread would otherwise false-alarm many times its share).
         # The two errors are correlated (a line too steep both biases the slope score toward
         # alarm and widens it): their correlation over refits, bias oriented toward alarm.
-        self.level_scale_sd_ = float(np.std(np.log(sd_level)))
-        self.slope_scale_sd_ = float(np.std(np.log(sd_slope)))
-        self.level_scale_corr_ = _corr(-level_future, np.log(sd_level))
-        self.slope_scale_corr_ = _corr(-slope_future, np.log(sd_slope))
-        # Alarm-oriented increments of the reference itself (larger = audit below promise),
-        # the empirical distribution the thresholds are calibrated on; not part of the state.
-        self.level_scores_ = -(s["wpsi"][0] - self.level_center_) / self.level_scale_
-        self.slope_scores_ = -(s["prod"][0] - self.slope_center_) / self.slope_scale_
-        self.slope_tau_ = float(slope_future.std())
+        self.level_scale_sd_ = float(np.std(np.log(refits.level_sd)))
+        self.slope_scale_sd_ = float(np.std(np.log(refits.slope_sd)))
+        self.level_scale_corr_ = _corr(-refits.level_bias, np.log(refits.level_sd))
+        self.slope_scale_corr_ = _corr(-refits.slope_bias, np.log(refits.slope_sd))
+        self.slope_tau_ = float(refits.slope_bias.std())
         # Slope error in level-score units per proxy s.d.: the bias that extrapolating to a
         # proxy mean d s.d. away from the reference adds to each level increment is ~ d * this.
-        self.slope_sd_ = float(np.std(bb) * self.proxy_sd_ * self.level_gain)
-        return self
+        self.slope_sd_ = float(np.std(refits.slopes) * self.proxy_sd_ * self.level_gain)
 
     @property
     def level_gain(self) -> float:
@@ -293,24 +255,87 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy), -1.0, 1.0))
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    if len(x) < 3:
-        return math.nan
-    rx, ry = _rank(x), _rank(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = math.sqrt(float(np.dot(rx, rx) * np.dot(ry, ry)))
-    return float(np.dot(rx, ry) / den) if den > 0 else math.nan
+def _checked(proxy: Any, audit: Any, weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference pairs as float arrays; ValueError when they cannot make a reference."""
+    x = np.asarray(proxy, dtype=float)
+    y = np.asarray(audit, dtype=float)
+    w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.shape != w.shape:
+        raise ValueError("proxy, audit and weight must be 1-d arrays of the same length")
+    if len(x) < 10:
+        raise ValueError(f"need at least 10 reference pairs, got {len(x)}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(w > 0)):
+        raise ValueError("reference pairs must be finite with positive weights")
+    return x, y, w
 
 
-def _rank(v: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), O(n log n)."""
-    order = np.argsort(v, kind="mergesort")
-    sv = v[order]
-    starts = np.flatnonzero(np.r_[True, sv[1:] != sv[:-1]])
-    ends = np.r_[starts[1:], len(v)]
-    avg = (starts + ends - 1) / 2.0
-    ranks = np.empty(len(v))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+def with_pseudo_pairs(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, bounds: tuple[float, float], clip: float, binary: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference pairs, plus four pseudo pairs when the reference is degenerate.
+
+    A degenerate reference (residual spread below that of one mismatch in n pairs: a 0/1 proxy
+    equal to the 0/1 audit, a constant audit) carries no information about the size or rate of
+    mismatches. It is fitted as if it had also seen four pseudo pairs, at the mean proxy +/- one
+    s.d., half an audit unit above and below the line (which leaves the line unchanged; the unit
+    is 1 for 0/1 audits, else the audit's s.d., else 1): a rule-of-succession prior. Scores,
+    thresholds and the bootstrap then see mismatches at a rate ~2/n: one mismatch cannot alarm,
+    a run of them does. The pseudo pairs come last, so ``x[:n]`` are always the real ones.
+    """
+    n = len(x)
+    a, b = _wls(x, y, w)
+    s0 = _scores(x, y, w[None, :], np.atleast_1d(a), np.atleast_1d(b), bounds, clip, w, np.ones((1, n)))
+    unit = 1.0 if binary else (float(np.sqrt(np.cov(y, aweights=w))) or 1.0)
+    q = 1.0 / n
+    if float(s0["scale"][0]) >= unit * math.sqrt(q * (1 - q)):
+        return x, y, w
+    sx = float(s0["sdx"][0]) if float(s0["sdx"][0]) > 1e-9 else 1.0
+    mx = float(s0["mx"][0])
+    px = np.array([mx - sx, mx - sx, mx + sx, mx + sx])
+    py = float(a) + float(b) * px + np.array([-0.5, 0.5, -0.5, 0.5]) * unit
+    return np.concatenate([x, px]), np.concatenate([y, py]), np.concatenate([w, np.full(4, float(np.mean(w)))])
+
+
+def sandwich_covariance(x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: float) -> list[float]:
+    """Heteroscedasticity-robust covariance of (intercept, slope) as [aa, ab, bb], for the error of
+    the predicted audit at any proxy: var = aa + 2 x ab + x^2 bb. Real pairs only: the pseudo pairs
+    are a prior on the mismatch rate, not data."""
+    n = len(x)
+    design = np.column_stack([np.ones(n), x])
+    resid = y - (a + b * x)
+    bread = np.linalg.pinv(design.T @ (w[:, None] * design))
+    meat = design.T @ ((w * w * resid * resid)[:, None] * design)
+    cov = bread @ meat @ bread * n / max(n - 2, 1)
+    return [float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])]
+
+
+class Refits(NamedTuple):
+    """Per bootstrap refit: mean standardised future score (bias), its s.d., and the slope."""
+
+    level_bias: np.ndarray
+    slope_bias: np.ndarray
+    level_sd: np.ndarray
+    slope_sd: np.ndarray
+    slopes: np.ndarray
+
+
+def bootstrap_refits(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, n: int, bounds: tuple[float, float], clip: float,
+    bootstrap: int, seed: int,
+) -> Refits:
+    """Bootstrap the whole procedure on the ``n`` real pairs (pseudo pairs, after them, stay in
+    every refit: a prior, not data); evaluate each refit on the original sample, which stands in
+    for future in-control traffic. The spread of the resulting mean scores is the bias an
+    estimated reference puts into each CUSUM increment. Seeded, so deterministic."""
+    m = len(x)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(float)
+    counts = np.hstack([counts, np.ones((bootstrap, m - n))])
+    wb = counts * w[None, :]
+    ab, bb = _wls(x[None, :], y[None, :], wb)
+    sb = _scores(x, y, wb, ab, bb, bounds, clip, w, counts)
+    lmb, lsb = _moments(sb["wpsi"], counts)
+    pmb, psb = _moments(sb["prod"], counts)
+    level = (sb["wpsi"] - lmb[:, None]) / lsb[:, None]
+    slope = (sb["prod"] - pmb[:, None]) / psb[:, None]
+    return Refits(level.mean(axis=1), slope.mean(axis=1), level.std(axis=1), slope.std(axis=1), bb)
