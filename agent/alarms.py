@@ -13,7 +13,7 @@ from typing import Any
 from agent.core import PairKey
 from agent.detect.base import STATES, Estimates, State, Verdict
 
-__all__ = ["AlarmBook", "AlarmState", "PairKey", "StateChange"]  # PairKey: pipeline.py imports it here
+__all__ = ["AlarmBook", "AlarmState", "StateChange"]
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from agent.detect.base import Estimates, Verdict
 from agent.exporter import AgentCollector
-from agent.pipeline import Snapshot
+from agent.bank import Snapshot
 
 KEY = ("thumbs_up", "resolved", "*")
 LABELS = {"proxy": "thumbs_up", "audit": "resolved", "segment": "*"}
