@@ -77,17 +77,17 @@ class Pipeline:
         max_items = self.config.source.max_batch_records if self.config.source else 5000
         while max_batches is None or batches < max_batches:
             batch = source.read(max_items)
-            if not batch.items and not batch.too_large and batch.checkpoint is None:
+            if not batch.items and not batch.too_large and batch.offset is None:
                 break
             self.ingest_batch(source.name, batch)
-            source.commit(batch.checkpoint)
+            source.commit(batch.offset)
             total += len(batch.items)
             batches += 1
         return total
 
     def ingest_batch(self, source_name: str, batch: Batch) -> IngestResult:
         """Store one batch read from a source and its offset in a single transaction."""
-        return self.store_items(source_name, batch.items, batch.too_large, batch.checkpoint)
+        return self.store_items(source_name, batch.items, batch.too_large, batch.offset)
 
     def store_items(self, source_name: str, items: Sequence[Item], too_large: int = 0,
                     offset: dict[str, Any] | None = None) -> IngestResult:

@@ -114,12 +114,12 @@ def _run(wired: Wired, scheduler: VirtualScheduler, progress: _Progress) -> None
     records = 0
     while True:
         batch = source.read(max_items)
-        if not batch.items and not batch.too_large and batch.checkpoint is None:
+        if not batch.items and not batch.too_large and batch.offset is None:
             batch = source.read_tail()
             if not batch.items and not batch.too_large:
                 break
         _store_in_time(wired, scheduler, batch)
-        source.commit(batch.checkpoint)
+        source.commit(batch.offset)
         records += len(batch.items) + batch.too_large
         progress.update(source.position, records)
     if wired.audits is not None:
@@ -142,4 +142,4 @@ def _store_in_time(wired: Wired, scheduler: VirtualScheduler, batch: Batch) -> N
                 pending = []
             scheduler.advance_to(ts)
         pending.append(parsed)
-    pipeline.store_items(SOURCE_NAME, pending, batch.too_large, batch.checkpoint)
+    pipeline.store_items(SOURCE_NAME, pending, batch.too_large, batch.offset)

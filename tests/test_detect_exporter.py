@@ -9,9 +9,9 @@ from typing import Any
 from prometheus_client.core import CollectorRegistry
 from prometheus_client.registry import Collector
 
+from agent.bank import Snapshot
 from agent.detect.base import Estimates, Verdict
 from agent.exporter import AgentCollector
-from agent.bank import Snapshot
 
 KEY = ("thumbs_up", "resolved", "*")
 LABELS = {"proxy": "thumbs_up", "audit": "resolved", "segment": "*"}

@@ -25,11 +25,11 @@ def drain(source: JsonlSource) -> list[bytes]:
     lines: list[bytes] = []
     while True:
         batch = source.read(1000)
-        if not batch.items and batch.checkpoint is None and not batch.too_large:
+        if not batch.items and batch.offset is None and not batch.too_large:
             return lines
         lines.extend(i for i in batch.items if isinstance(i, bytes))
-        source.commit(batch.checkpoint)
-        source.last_checkpoint = batch.checkpoint  # type: ignore[attr-defined]
+        source.commit(batch.offset)
+        source.last_offset = batch.offset  # type: ignore[attr-defined]
 
 
 def test_follows_appends_and_waits_for_a_partial_last_line(tmp_path: Path) -> None:
@@ -132,10 +132,10 @@ def test_the_switch_happens_only_when_its_batch_is_committed(tmp_path: Path) -> 
     assert drain(source) == []
     clock.now += 2.0
     switching = source.read(100)
-    assert switching.items == [b"partial"] and switching.checkpoint is not None
+    assert switching.items == [b"partial"] and switching.offset is not None
     again = source.read(100)  # not committed: the pipeline failed, so the same batch comes back
-    assert again.items == [b"partial"] and again.checkpoint == switching.checkpoint
-    source.commit(again.checkpoint)
+    assert again.items == [b"partial"] and again.offset == switching.offset
+    source.commit(again.offset)
     assert drain(source) == [b"b"]
 
 
@@ -151,10 +151,10 @@ def test_restart_during_the_grace_period_neither_skips_nor_rereads(tmp_path: Pat
         os.rename(path, tmp_path / "out.jsonl.1")
         path.write_bytes(b"new\n")
         assert drain(source) == [b"2"]  # rotation noticed, the grace period running
-        checkpoint = source.last_checkpoint  # type: ignore[attr-defined]
+        saved = source.last_offset  # type: ignore[attr-defined]
         source.close()
         writer.write(b"3\n")  # written while the agent was down
-    restarted = JsonlSource(path, 1024, checkpoint=checkpoint, monotonic=clock)
+    restarted = JsonlSource(path, 1024, offset=saved, monotonic=clock)
     assert drain(restarted) == [b"3"]  # found again by inode, read on from the stored offset
     clock.now += 2.0
     assert drain(restarted) == [b"new"]
@@ -182,16 +182,16 @@ def test_rewritten_file_of_larger_size_is_noticed_by_its_first_bytes(tmp_path: P
     assert drain(source) == [b"new", b"more"]
 
 
-def test_restart_from_checkpoint_neither_rereads_nor_skips(tmp_path: Path) -> None:
+def test_restart_from_the_saved_offset_neither_rereads_nor_skips(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_bytes(b"1\n2\n")
     source = JsonlSource(path, 1024)
     assert drain(source) == [b"1", b"2"]
-    checkpoint = source.last_checkpoint  # type: ignore[attr-defined]
+    saved = source.last_offset  # type: ignore[attr-defined]
     source.close()
     with open(path, "ab") as f:
         f.write(b"3\n")
-    restarted = JsonlSource(path, 1024, checkpoint=checkpoint)
+    restarted = JsonlSource(path, 1024, offset=saved)
     assert drain(restarted) == [b"3"]
 
 
@@ -200,13 +200,13 @@ def test_restart_after_rotation_finishes_the_rotated_file(tmp_path: Path) -> Non
     path.write_bytes(b"1\n")
     source = JsonlSource(path, 1024)
     drain(source)
-    checkpoint = source.last_checkpoint  # type: ignore[attr-defined]
+    saved = source.last_offset  # type: ignore[attr-defined]
     source.close()
     with open(path, "ab") as f:
         f.write(b"2\n")
     os.rename(path, tmp_path / "out.jsonl.1")
     path.write_bytes(b"3\n")
-    restarted = JsonlSource(path, 1024, checkpoint=checkpoint, rotation_grace_seconds=0.0)
+    restarted = JsonlSource(path, 1024, offset=saved, rotation_grace_seconds=0.0)
     assert drain(restarted) == [b"2", b"3"]
 
 
@@ -216,7 +216,7 @@ def test_over_long_lines_are_counted_once_and_skipped(tmp_path: Path) -> None:
     source = JsonlSource(path, 1024)
     first = source.read(100)
     assert first.items == [b"ok"] and first.too_large == 1
-    source.commit(first.checkpoint)
+    source.commit(first.offset)
     with open(path, "ab") as f:
         f.write(b"y" * 10 + b"\nafter\n")
     second = source.read(100)
@@ -239,9 +239,9 @@ def test_a_batch_that_fills_up_mid_chunk_loses_nothing(tmp_path: Path) -> None:
     seen: list[bytes] = []
     while True:
         batch = source.read(5000)
-        if not batch.items and batch.checkpoint is None:
+        if not batch.items and batch.offset is None:
             break
         assert batch.too_large == 0
         seen.extend(i for i in batch.items if isinstance(i, bytes))
-        source.commit(batch.checkpoint)
+        source.commit(batch.offset)
     assert seen == [b'{"id":"%d"}' % i for i in range(30000)]

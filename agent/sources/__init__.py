@@ -1,2 +1,2 @@
 """Where records come from. Each source hands the pipeline batches of raw items plus the
-checkpoint to persist with them (see :mod:`agent.sources.base`)."""
+offset to persist with them (see :mod:`agent.sources.base`)."""

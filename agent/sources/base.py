@@ -1,7 +1,7 @@
-"""The source contract: read a batch, let the pipeline persist it, then commit the checkpoint.
+"""The source contract: read a batch, let the pipeline persist it, then commit the offset.
 
 A source never advances past data that is not yet stored: :meth:`Source.read` returns the items
-and the checkpoint *after* them; the pipeline writes the records and the checkpoint in one store
+and the offset *after* them; the pipeline writes the records and the offset in one store
 transaction and only then calls :meth:`Source.commit`. A crash in between re-reads the batch,
 which the store's join by id makes harmless.
 """
@@ -17,7 +17,7 @@ from typing import Any
 @dataclass
 class Batch:
     items: list[bytes | dict[str, Any]] = field(default_factory=list)
-    checkpoint: dict[str, Any] | None = None
+    offset: dict[str, Any] | None = None  # where the source stands after these items
     too_large: int = 0  # items the source had to drop for size before decoding them
 
 
@@ -54,8 +54,8 @@ class Source(ABC):
     def start(self) -> None:  # noqa: B027 - optional hook
         """Begin serving (a push source's listener); called when the agent starts."""
 
-    def commit(self, checkpoint: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook
-        """The batch that ended at ``checkpoint`` is stored."""
+    def commit(self, offset: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook
+        """The batch that ended at ``offset`` is stored."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and sockets."""

@@ -4,7 +4,7 @@ Each :meth:`HttpPullSource.read` fetches one page: ``GET url?<cursor_param>=<cur
 is a JSON object holding the records at ``records_field`` and the next cursor at ``cursor_field``
 (a JSON pointer such as ``/page/next`` or a dotted path such as ``next_cursor``), a JSON array, or
 NDJSON; for the last two (or with ``cursor_field: null``) the cursor is the last record's
-``cursor_record_field`` (``ts`` by default, or ``id``). The page's checkpoint is that cursor: the
+``cursor_record_field`` (``ts`` by default, or ``id``). The page's offset is that cursor: the
 pipeline stores the records and the cursor in one transaction and only then calls
 :meth:`commit`, so a crash re-fetches at most one page, which the join by id makes harmless.
 
@@ -63,7 +63,7 @@ class Page:
 class HttpPullSource(Source):
     name = "http_pull"
 
-    def __init__(self, settings: SourceConfig, max_record_bytes: int, checkpoint: dict[str, Any] | None = None,
+    def __init__(self, settings: SourceConfig, max_record_bytes: int, offset: dict[str, Any] | None = None,
                  headers: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         """``headers`` are sent with every request (resolved secrets included); ``clock`` paces backoff."""
@@ -76,7 +76,7 @@ class HttpPullSource(Source):
         self.max_record_bytes = max_record_bytes
         self.clock = clock
         self.rng = rng or random.Random()
-        self.cursor: Any = checkpoint.get("cursor") if checkpoint else settings.cursor_start
+        self.cursor: Any = offset.get("cursor") if offset else settings.cursor_start
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"goodhart-agent/{__version__}"
         self.session.headers.update(headers or {})
@@ -88,7 +88,7 @@ class HttpPullSource(Source):
             log.warning("TLS certificates of the pull URL are not verified", extra={"fields": {"url": self._where}})
 
     @classmethod
-    def from_config(cls, config: Config, checkpoint: dict[str, Any] | None) -> HttpPullSource:
+    def from_config(cls, config: Config, offset: dict[str, Any] | None) -> HttpPullSource:
         s = config.source
         if s is None:
             raise ConfigError(["source: required"])
@@ -100,7 +100,7 @@ class HttpPullSource(Source):
         token = bearer_token(s.token_env, s.token_file)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return cls(s, config.limits.max_record_bytes, checkpoint, headers)
+        return cls(s, config.limits.max_record_bytes, offset, headers)
 
     # -- one page ------------------------------------------------------------------------------------
     def read(self, max_items: int) -> Batch:
@@ -121,12 +121,12 @@ class HttpPullSource(Source):
         more = bool(page.items) and page.cursor is not None and page.cursor != sent
         if not more:
             self.not_before = now + self.settings.poll_seconds
-        checkpoint = {"cursor": page.cursor} if page.cursor is not None and page.cursor != sent else None
-        return Batch(items=page.items, checkpoint=checkpoint, too_large=page.too_large)
+        offset = {"cursor": page.cursor} if page.cursor is not None and page.cursor != sent else None
+        return Batch(items=page.items, offset=offset, too_large=page.too_large)
 
-    def commit(self, checkpoint: dict[str, Any] | None) -> None:
-        if checkpoint is not None:
-            self.cursor = checkpoint["cursor"]
+    def commit(self, offset: dict[str, Any] | None) -> None:
+        if offset is not None:
+            self.cursor = offset["cursor"]
 
     def _failed(self, err: PullError, now: float) -> None:
         self.count_error(err.reason)

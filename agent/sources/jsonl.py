@@ -6,7 +6,7 @@
   its log, so the old file is not left at once: it is drained through the open handle (or found
   again by inode after a restart) until it has produced nothing new for ``rotation_grace_seconds``
   (measured on a monotonic clock). Until then the new file's lines wait, unread but not lost: the
-  checkpoint still points into the old file by inode, so a restart during the grace period neither
+  offset still points into the old file by inode, so a restart during the grace period neither
   skips nor re-reads. When the source finally switches, an unterminated last line of the old file
   (a writer that died mid-line, or one that never ends its last record with a newline) is emitted
   as one final item: the parser rejects it as ``not_json`` when it is incomplete and accepts it
@@ -14,7 +14,7 @@
   pipeline commits that batch, so a failed store write never loses the tail;
 - truncation (``copytruncate``, or the file rewritten in place) is noticed by the size dropping
   below the offset or the first bytes changing, and reading restarts at 0;
-- the position (inode, offset, a fingerprint of the first bytes) is the checkpoint the pipeline
+- the position (inode, offset, a fingerprint of the first bytes) is the offset the pipeline
   stores with each batch, so a restart neither re-reads nor skips.
 """
 
@@ -43,7 +43,7 @@ def _fingerprint(handle: IO[bytes], upto: int) -> str:
 class JsonlSource(Source):
     name = "jsonl"
 
-    def __init__(self, path: str | Path, max_line_bytes: int, checkpoint: dict[str, Any] | None = None,
+    def __init__(self, path: str | Path, max_line_bytes: int, offset: dict[str, Any] | None = None,
                  start_at: str = "beginning", rotation_grace_seconds: float = DEFAULT_ROTATION_GRACE_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic, name: str = "jsonl") -> None:
         super().__init__()
@@ -64,23 +64,23 @@ class JsonlSource(Source):
         self._fp_len = 0
         self._skipping = False  # inside an over-long line, dropping bytes up to its newline
         self._up = False
-        self._restore(checkpoint, start_at)
+        self._restore(offset, start_at)
 
     # -- position ---------------------------------------------------------------------------------
-    def _restore(self, checkpoint: dict[str, Any] | None, start_at: str) -> None:
-        if checkpoint:
-            self._inode = checkpoint.get("inode")
-            self._offset = int(checkpoint.get("offset", 0))
-            self._fp = checkpoint.get("fingerprint", "")
-            self._fp_len = int(checkpoint.get("fingerprint_len", 0))
-            self._skipping = bool(checkpoint.get("skipping", False))
+    def _restore(self, saved: dict[str, Any] | None, start_at: str) -> None:
+        if saved:
+            self._inode = saved.get("inode")
+            self._offset = int(saved.get("offset", 0))
+            self._fp = saved.get("fingerprint", "")
+            self._fp_len = int(saved.get("fingerprint_len", 0))
+            self._skipping = bool(saved.get("skipping", False))
             self._reopen_by_inode()
         elif start_at == "end" and self.path.exists():
             self._open_current()
             if self._handle is not None:
                 self._offset = os.fstat(self._handle.fileno()).st_size
 
-    def _checkpoint(self, offset: int, skipping: bool) -> dict[str, Any]:
+    def _position(self, offset: int, skipping: bool) -> dict[str, Any]:
         return {"path": str(self.path), "inode": self._inode, "offset": offset, "fingerprint": self._fp,
                 "fingerprint_len": self._fp_len, "skipping": skipping}
 
@@ -155,7 +155,7 @@ class JsonlSource(Source):
                                    and _fingerprint(self._handle, self._fp_len) != self._fp):
             self._offset, self._fp, self._fp_len, self._skipping = 0, "", 0, False  # truncated or rewritten
         batch = self._read_lines(max_items)
-        if batch.items or batch.too_large or batch.checkpoint:
+        if batch.items or batch.too_large or batch.offset:
             return batch
         # At the end of this file: if the path now names a different file, it was rotated.
         current = self._path_inode()
@@ -188,7 +188,7 @@ class JsonlSource(Source):
             return Batch()
         inode = os.fstat(handle.fileno()).st_ino
         self._next = (handle, inode)
-        batch = Batch(checkpoint={**self._checkpoint(0, False), "inode": inode, "fingerprint": "",
+        batch = Batch(offset={**self._position(0, False), "inode": inode, "fingerprint": "",
                                   "fingerprint_len": 0})
         if size > self._offset and not self._skipping:  # inside an over-long line: already counted
             self._handle.seek(self._offset)
@@ -240,7 +240,7 @@ class JsonlSource(Source):
             if self._fp_len < FINGERPRINT_BYTES:
                 self._fp_len = min(base, FINGERPRINT_BYTES)
                 self._fp = _fingerprint(handle, self._fp_len)
-            batch.checkpoint = self._checkpoint(base, skipping)
+            batch.offset = self._position(base, skipping)
         return batch
 
     def read_tail(self) -> Batch:
@@ -256,7 +256,7 @@ class JsonlSource(Source):
             return Batch()
         self._handle.seek(self._offset)
         tail = self._handle.read(min(size - self._offset, self.max_line_bytes + 1))
-        batch = Batch(checkpoint=self._checkpoint(size, False))
+        batch = Batch(offset=self._position(size, False))
         if len(tail) > self.max_line_bytes:
             batch.too_large += 1
         elif tail.strip():
@@ -268,14 +268,14 @@ class JsonlSource(Source):
         """Bytes of the current file read and committed (a progress bar's numerator)."""
         return self._offset
 
-    def commit(self, checkpoint: dict[str, Any] | None) -> None:
-        if checkpoint is None:
+    def commit(self, offset: dict[str, Any] | None) -> None:
+        if offset is None:
             return
-        if self._next is not None and checkpoint.get("inode") == self._next[1]:
+        if self._next is not None and offset.get("inode") == self._next[1]:
             self._adopt(*self._next)  # the old file's last batch is stored: move on to the new one
             self._next = None
-        self._offset = int(checkpoint["offset"])
-        self._skipping = bool(checkpoint["skipping"])
+        self._offset = int(offset["offset"])
+        self._skipping = bool(offset["skipping"])
 
     def close(self) -> None:
         self._drop_next()
