@@ -18,6 +18,8 @@ import yaml
 from compute_support import all_kinds_config, all_kinds_records, train_model, write_jsonl
 from support import append_lines, parse_metrics, wait_until
 
+pytestmark = pytest.mark.slow  # the agent in subprocesses, a model trained for the module
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

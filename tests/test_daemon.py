@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from support import AgentProcess, append_lines, free_port, label, record, wait_until, write_config
 
@@ -65,6 +66,7 @@ def test_late_labels_join_whether_they_come_before_or_after_their_output(tmp_pat
     assert agent.value("goodhart_pending_outputs") == 0
 
 
+@pytest.mark.slow
 def test_rotation_and_truncation_lose_nothing(tmp_path: Path, agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)
     append_lines(records, [record(f"a{i}", T0 + i) for i in range(5)])
@@ -81,6 +83,7 @@ def test_rotation_and_truncation_lose_nothing(tmp_path: Path, agent_factory: Any
     assert agent.value("goodhart_records_rejected_total", reason="duplicate") == 0
 
 
+@pytest.mark.slow
 def test_create_mode_rotation_keeps_what_the_writer_adds_to_the_old_file(tmp_path: Path,
                                                                          agent_factory: Any) -> None:
     """logrotate ``create``: the app appends to the renamed file until it reopens its log."""
@@ -100,6 +103,7 @@ def test_create_mode_rotation_keeps_what_the_writer_adds_to_the_old_file(tmp_pat
     assert agent.wait_for("goodhart_pending_outputs", 6) == 6  # a3, a4 and b0 all stored
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_counts_every_record_once(tmp_path: Path, agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)
     total = 3000
@@ -123,6 +127,7 @@ def test_kill_9_mid_stream_then_restart_counts_every_record_once(tmp_path: Path,
     assert restarted.value("goodhart_records_rejected_total", reason="duplicate") == 0
 
 
+@pytest.mark.slow
 def test_sigterm_exits_0_after_a_clean_stop_and_restart_resumes(tmp_path: Path, agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)
     append_lines(records, [record(f"s{i}", T0 + i) for i in range(20)])
@@ -161,6 +166,7 @@ def rebaseline_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_rebaseline_cli_online_offline_and_never_behind_a_running_daemons_back(tmp_path: Path,
                                                                                agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)
