@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,22 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, *,
+               what: str) -> object:
+    """Poll ``predicate`` until it returns something truthy and return that; fail naming ``what``.
+
+    For tests that wait for a state to be reached instead of sleeping for a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last result: {result!r})")
+        time.sleep(interval)
 
 
 class AgentProcess:

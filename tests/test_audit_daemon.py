@@ -54,6 +54,7 @@ def stored_results(db: Path) -> set[str]:
     return {r[0] for r in rows}
 
 
+@pytest.mark.slow
 def test_kill_mid_audit_and_restart_loses_nothing_and_pays_once(
         tmp_path: Path, slow_judge: FakeJudge, agent_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUDGE_API_KEY", KEY)
@@ -116,6 +117,7 @@ def test_judge_health_metrics_and_the_circuit_on_metrics(
         judge.stop()
 
 
+@pytest.mark.slow
 def test_a_missing_key_stops_run_but_only_warns_in_check_config(tmp_path: Path) -> None:
     config, records = judge_config(tmp_path, "http://127.0.0.1:9/v1")
     records.touch()

@@ -54,6 +54,7 @@ def test_grader_config_checks_url_and_pointer() -> None:
                                   "audits.0.http_grader.pointer: a JSON pointer is empty or starts with '/'"]
 
 
+@pytest.mark.slow
 def test_replay_sends_exactly_the_sampled_outputs_to_the_grader(tmp_path: Path, grader: FakeGrader) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({

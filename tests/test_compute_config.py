@@ -38,6 +38,7 @@ def test_a_bad_regex_fails_check_config_with_its_key_path(tmp_path: Path) -> Non
         "proxies.1.compute.regex: not a valid regular expression: missing ) at position 13"]
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_skops_model_fails_check_config(tmp_path: Path) -> None:
     import pickle
 

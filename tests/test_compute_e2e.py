@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from compute_support import all_kinds_config, all_kinds_records, train_model, write_jsonl
-from support import append_lines, parse_metrics
+from support import append_lines, parse_metrics, wait_until
+
+pytestmark = pytest.mark.slow  # the agent in subprocesses, a model trained for the module
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -77,17 +78,18 @@ def test_every_kind_through_the_daemon(case: dict[str, Any], tmp_path: Path, age
     agent = agent_factory(config).start()
     half = len(case["records"]) // 2
     append_lines(stream, case["records"][:half])  # tailed as it grows
-    time.sleep(0.3)
+    assert agent.wait_for("goodhart_records_total", float(half), source="jsonl") == half
     append_lines(stream, case["records"][half:])
     total = float(len(case["records"]))
     assert agent.wait_for("goodhart_records_total", total, source="jsonl") == total
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # validity is refreshed by the next detect tick
+
+    def validity_refreshed() -> Samples | None:  # by the next detect tick
         samples = agent.metrics()
-        if sample(samples, "goodhart_proxy_validity_pairs", proxy="predicted_thumbs", audit="resolved",
-                  segment="*") == 60:
-            break
-        time.sleep(0.2)
+        pairs = sample(samples, "goodhart_proxy_validity_pairs", proxy="predicted_thumbs", audit="resolved",
+                       segment="*")
+        return samples if pairs == 60 else None
+
+    samples = wait_until(validity_refreshed, what="60 validity pairs for predicted_thumbs vs resolved")
     assert_computed(samples, case)
     assert agent.terminate() == 0
 

@@ -75,6 +75,7 @@ def test_validity_falls_when_the_proxy_is_gamed_and_a_restart_resumes_it() -> No
     assert restarted == after
 
 
+@pytest.mark.slow
 def test_a_tick_stays_cheap_with_ten_thousand_pairs() -> None:
     store = Store(":memory:")
     fill(store, 5000)  # x2 audits x2 proxies: 20,000 pairs

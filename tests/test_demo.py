@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import requests
 from support import free_port, parse_metrics
 
 
+@pytest.mark.slow
 def test_demo_alarms_only_after_the_bot_starts_gaming() -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "agent", "demo", "--listen", f"127.0.0.1:{port}", "--speedup", "20",

@@ -36,6 +36,7 @@ def test_estimation_error_raises_the_threshold() -> None:
     assert known < estimated[0] < estimated[1] < estimated[2]
 
 
+@pytest.mark.slow
 def test_empirical_threshold_agrees_with_gaussian_formula_on_gaussian_scores() -> None:
     scores = np.random.default_rng(0).normal(size=20_000)
     for arl0 in (1_000.0, 100_000.0):
@@ -43,6 +44,7 @@ def test_empirical_threshold_agrees_with_gaussian_formula_on_gaussian_scores() -
             cusum_threshold(arl0, 0.5, 0.07), abs=0.4)
 
 
+@pytest.mark.slow
 def test_empirical_threshold_is_higher_for_skewed_scores() -> None:
     # Standardised failures of a 90% pass rate: rare large jumps toward alarm.
     rng = np.random.default_rng(1)

@@ -90,6 +90,7 @@ def test_reference_estimation_error_is_about_one_over_sqrt_n() -> None:
 
 
 # -- false alarms ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_deployment_false_alarms_stay_within_budget_with_estimated_references() -> None:
     """2 pairs x ('*' + 3 segments), arl0 = 2 * n_pairs * audits_between_false_alarms per test.
 
@@ -122,6 +123,7 @@ def test_deployment_false_alarms_stay_within_budget_with_estimated_references() 
     assert alarms <= total / budget, (alarms, total / budget)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("noise", "reps"), [("t2.5", 4), ("binary", 12)])
 def test_single_test_false_alarm_rate_within_arl0_for_hard_noise(noise: str, reps: int) -> None:
     # 0/1 audits over 12 references (the rate is an average over references, dominated by a
@@ -201,6 +203,7 @@ def test_relation_lost_alarms_relation_lost() -> None:
     assert abs(v.estimates.rank_corr_window) < v.estimates.rank_corr_reference
 
 
+@pytest.mark.slow
 def test_gradual_over_optimisation_caught_before_gold_peaks() -> None:
     # Gao et al.: d = sqrt(KL) grows; proxy ~ d, gold R(d) = d (1 - d / 4) peaks at d = 2.
     # Within a batch an output's proxy predicts its gold with slope 0.8.
@@ -271,6 +274,7 @@ def test_traffic_mix_shift_stays_quiet(seed: int) -> None:
     assert i is None
 
 
+@pytest.mark.slow
 def test_heavy_tailed_noise_stays_quiet() -> None:
     for seed in range(3):
         pairs = stream(40 + seed, 3000, normal_proxy,
@@ -301,6 +305,7 @@ def test_weights_make_the_gap_a_population_estimate() -> None:
     assert weighted.sufficient_statistics()["samples"] > plain.sufficient_statistics()["samples"]
 
 
+@pytest.mark.slow
 def test_weighted_level_evidence_catches_a_drop_in_the_under_sampled_stratum_sooner() -> None:
     # Stratum A: 80% of traffic, audited 8x less (weight 8, a third of the audited pairs).
     # Its quality drops 1.2: the population mean drops 0.96, the audited-pair mean only 0.4.
@@ -322,6 +327,7 @@ def test_weighted_level_evidence_catches_a_drop_in_the_under_sampled_stratum_soo
     assert np.median(first["weighted"]) < 0.5 * np.median(first["unweighted"]), first
 
 
+@pytest.mark.slow
 def test_weighted_null_run_stays_within_budget() -> None:
     arl0, n, reps = 1_000.0, 6_000, 3
     alarms = 0

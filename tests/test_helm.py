@@ -327,6 +327,7 @@ def test_kubernetes_validate_rejects_a_broken_object(kv: Any) -> None:
         kv.validate(broken, "1.29", strict=True)
 
 
+@pytest.mark.slow
 def test_kubernetes_validate_cli_strict(kv: Any, rendered: dict[str, list[dict[str, Any]]],
                                         tmp_path: Path) -> None:
     """The same verdict from the kubernetes-validate command line, on every built-in object at once."""

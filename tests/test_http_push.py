@@ -256,6 +256,7 @@ def vm_rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 def test_a_flood_gets_429s_and_neither_crashes_nor_grows_memory(tmp_path: Path, agent_factory: Any) -> None:
     push_port = free_port()
     agent: AgentProcess = agent_factory(push_config(tmp_path, f"127.0.0.1:{push_port}", max_in_flight=2)).start()

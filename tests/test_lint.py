@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tool", ["ruff", "mypy"])
 def test_tool_is_clean(tool: str) -> None:
     if shutil.which(tool) is None:

@@ -30,6 +30,7 @@ def read_events(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_replay_is_deterministic(goodhart_stream: tuple[Path, Path], tmp_path: Path) -> None:
     config, stream = goodhart_stream
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -39,6 +40,7 @@ def test_replay_is_deterministic(goodhart_stream: tuple[Path, Path], tmp_path: P
     assert first.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_events_carry_the_contract_fields_and_alarm_after_the_change(goodhart_stream: tuple[Path, Path],
                                                                         tmp_path: Path) -> None:
     config, stream = goodhart_stream

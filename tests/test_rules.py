@@ -92,6 +92,7 @@ def test_promtool_check_rules_is_clean() -> None:
     assert f"SUCCESS: {sum(len(g['rules']) for g in load_rules()['groups'])} rules found" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
     assert RULE_TESTS, "no rule unit tests in rules/tests/"
     result = run(tool("promtool"), "test", "rules", *map(str, RULE_TESTS))
