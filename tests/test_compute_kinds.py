@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +68,8 @@ def test_a_regex_is_searched_anywhere() -> None:
 
 def test_a_catastrophic_regex_times_out_on_one_record_and_works_on_the_next() -> None:
     runaway = computer(kind="match", regex=r"^(a|aa)+$", timeout_seconds=0.02)
-    started = time.perf_counter()
+    # unbounded with Python's re (about 2**55 steps): only the timeout can end it, with this reason
     assert failure(runaway, {"output": "a" * 80 + "b"}) == "regex_timeout"
-    assert time.perf_counter() - started < 1.0  # unbounded with Python's re: about 2**55 steps
     assert runaway({"output": "aaaa"}) == 1.0
 
 
