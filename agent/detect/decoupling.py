@@ -55,29 +55,11 @@ from typing import Any
 import numpy as np
 
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, Verdict
-from agent.detect.calibration import empirical_threshold, extrapolation_allowance
+from agent.detect.cusums import BANK, allowance_at, bank_thresholds
 from agent.detect.reference import ReferenceRelation
 from agent.stats import spearman
 
 _Z95 = 1.959963984540054
-# Overshoot constant in Siegmund's corrected threshold: 1.166 for Gaussian increments; a
-# quarter of it, because the tails a few hundred reference pairs show understate the jumps.
-OVERSHOOT = 0.3
-# The CUSUMs of one test: (name, kind, design shift as a fraction of ``shift``, share of the
-# test's false-alarm rate; the shares add to 1). The level test gets most of the budget: it
-# carries every case but "relation lost". More level CUSUMs with smaller design shifts can be
-# listed here (each with its own share); with an estimated reference they do not pay: the
-# rate averaged over the reference's bias (s.d. ~0.07) is dominated by references biased by
-# 2-3 s.d. of it, which costs a CUSUM with k = 0.3 a threshold of ~27 against ~13 for k = 0.5,
-# and the bench's sub-1-s.d. shifts came out slower with such a bank than without it.
-BANK: tuple[tuple[str, str, float, float], ...] = (
-    ("level", "level", 1.0, 0.8),
-    ("slope", "slope", 1.0, 0.2),
-)
-# Allowance table: distances of recent proxies from the reference mean, in reference s.d.
-_GRID_STEP = 0.25
-_GRID = np.arange(0.0, 8.0 + _GRID_STEP / 2, _GRID_STEP)
-
 
 def _f(x: float | None) -> float | None:
     """A JSON-friendly float: None for NaN/inf."""
@@ -87,14 +69,6 @@ def _f(x: float | None) -> float | None:
 def _finite(x: float) -> float:
     """NaN for NaN/inf: an estimate that is not known (events report it as null)."""
     return float(x) if math.isfinite(x) else math.nan
-
-
-def _interp(table: list[float], d: float) -> float:
-    """Piecewise-linear lookup on the allowance grid, extrapolated linearly past its end."""
-    x = d / _GRID_STEP
-    last = len(table) - 1
-    i = min(int(x), last - 1)
-    return table[i] + (x - i) * (table[i + 1] - table[i])
 
 
 class DecouplingDetector(Detector):
@@ -160,7 +134,7 @@ class DecouplingDetector(Detector):
         self._ref: ReferenceRelation | None = None
         self._warmup: list[list[float]] = []  # [proxy, audit, weight] until the fit
         self._h: dict[str, list[float]] = {}  # name -> [alarm threshold, warn threshold]
-        self._allow: dict[str, list[float]] = {}  # level name -> allowance on _GRID
+        self._allow: dict[str, list[float]] = {}  # level name -> allowance on cusums.GRID
         self._centre = 0.0  # EWMA of audited pairs' standardised proxy
         self._weight_mean = 1.0  # slow EWMA of audited pairs' sampling weights
         self._proxy_ewma: float | None = None  # EWMA of every output's proxy (raw units)
@@ -209,7 +183,7 @@ class DecouplingDetector(Detector):
         # away from the reference mean (extrapolation); calibrated per CUSUM (see calibration).
         d = abs(self._centre)
         for name in self._level_names:
-            self._step(name, -level - self._ks[name] - _interp(self._allow[name], d), obs.ts, w, gap, moved)
+            self._step(name, -level - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
         self._step("slope", -slope - self._ks["slope"], obs.ts, w, gap, moved)
         self._centre += 2.0 / (self.span + 1) * (ref.standardise_proxy(p) - self._centre)
         self._weight_mean += 2.0 / (10 * self.span + 1) * (w - self._weight_mean)
@@ -252,27 +226,9 @@ class DecouplingDetector(Detector):
         self._thresholds()
 
     def _thresholds(self) -> None:
-        """Each CUSUM gets its share of the test's false-alarm rate (``share / arl0``; the
-        shares add to 1, so the rates add to the test's budget), its own threshold, and each
-        level CUSUM its allowance table for extrapolation."""
-        ref = self._ref
-        assert ref is not None
-        var_centre = 1.0 / self.span  # EWMA noise in the slope score's centring, ~alpha/(2-alpha)
-        # The spread of future scores is averaged over for the slope test only: that is where a
-        # mis-estimated spread was shown to break the budget (a steep reference line widens the
-        # slope scores); on the level test it cost delay without a measured budget gain.
-        scores = {"level": (ref.level_scores_ * ref.level_inflation_, ref.level_tau_, 0.0, 0.0),
-                  "slope": (ref.slope_scores_ * ref.slope_inflation_ * math.sqrt(1 + var_centre), ref.slope_tau_,
-                            ref.slope_scale_sd_, ref.slope_scale_corr_)}
-        for name, kind, _frac, share in BANK:
-            x, tau, scale_sd, corr = scores[kind]
-            k = self._ks[name]
-            h = empirical_threshold(self.arl0 / share, k, x, tau, OVERSHOOT, scale_sd, corr)
-            warn_arl = max(self.warn_ratio * self.arl0 / share, 2.0)
-            self._h[name] = [h, min(h, empirical_threshold(warn_arl, k, x, tau, OVERSHOOT, scale_sd, corr))]
-            if kind == "level":
-                self._allow[name] = extrapolation_allowance(
-                    h, k, tau, self.slope_allowance * ref.slope_sd_, _GRID).tolist()
+        assert self._ref is not None
+        self._h, self._allow = bank_thresholds(self._ref, self._ks, self.arl0, self.warn_ratio, self.span,
+                                               self.slope_allowance)
 
     # -- verdict ---------------------------------------------------------------------------
     def _window(self) -> np.ndarray:
