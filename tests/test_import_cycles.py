@@ -101,7 +101,8 @@ def test_the_checker_finds_cycles_hidden_in_functions_and_type_checking_blocks(t
     (pkg / "low.py").write_text("def f():\n    from pkg import high\n")
     (pkg / "high.py").write_text("from pkg.low import f\n")
     (pkg / "sub" / "__init__.py").write_text("from .typed import T\n")
-    (pkg / "sub" / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import top\n")
+    (pkg / "sub" / "typed.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import top\n")
     (pkg / "top.py").write_text("from pkg import sub\n")
     (pkg / "alone.py").write_text("import pkg.low\n")
     graph = import_graph(tmp_path, "pkg")
