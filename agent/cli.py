@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.config import DEFAULT_LISTEN, Config, ConfigError, load_config, parse_listen
+from agent.compute import load_and_build
+from agent.config import DEFAULT_LISTEN, Config, ConfigError, parse_listen
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -78,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> Config:
-    return load_config(path)
+    """The validated config, its computed proxies built once to prove they can be (a bad regex or
+    model exits 2 here, with its key path, before anything starts)."""
+    config, _ = load_and_build(path)
+    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.compute import ComputeFailure, Computer, build_computers
 from agent.config import Config
 from agent.core import lookup, parse_timestamp
 
@@ -74,16 +76,17 @@ def _metric(value: Any) -> float | None:
 
 
 class RecordParser:
-    """Turns raw bytes or decoded objects into :class:`Record` or :class:`Rejection`."""
+    """Turns raw bytes or decoded objects into :class:`Record` or :class:`Rejection`.
 
-    def __init__(self, config: Config) -> None:
+    Builds the config's computed proxies unless ``computers`` (already built, e.g. by
+    ``agent.compute.load_and_build``) are given; raises ``ConfigError`` when one cannot be built.
+    """
+
+    def __init__(self, config: Config, computers: Mapping[str, Computer] | None = None) -> None:
         self.config = config
         self.max_bytes = config.limits.max_record_bytes
         self._proxies = [(p.name, p.field) for p in config.proxies if p.field is not None]
-        from agent.compute import ComputeFailure, build_computers  # here: agent.compute builds on this module
-
-        self.computers = build_computers(config)
-        self._compute_failure = ComputeFailure
+        self.computers = dict(computers) if computers is not None else build_computers(config)
         self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
         self._segment_field = config.segments.field if config.segments else None
 
@@ -153,7 +156,7 @@ class RecordParser:
         for name, compute in self.computers.items():
             try:
                 proxies[name] = compute(obj)
-            except self._compute_failure as failure:
+            except ComputeFailure as failure:
                 problems.append((name, failure.reason))
         if not proxies:
             problems = [p for p in problems if p[1] != "missing_field"]

@@ -10,7 +10,7 @@ import pytest
 from agent.audit.budget import Budget, TokenBucket
 from agent.audit.sampler import Sampler, hash_unit
 from agent.config import AuditBudgetConfig, StratifyConfig
-from agent.store import Store
+from agent.store import Store, load_budget, save_budget
 
 
 def test_replicas_pick_the_same_outputs_whatever_order_they_see_them_in() -> None:
@@ -93,9 +93,9 @@ def test_budget_levels_survive_a_restart(tmp_path: object) -> None:
     budget = Budget.from_config(AuditBudgetConfig(per_day=5), now=100)
     for _ in range(5):
         budget.take(100)
-    budget.save(store, "judge")
+    save_budget(store, "judge", budget.levels())
     restarted = Budget.from_config(AuditBudgetConfig(per_day=5), now=200)  # a fresh bucket would be full
-    restarted.load(store, "judge")
+    restarted.restore(load_budget(store, "judge"))
     assert not restarted.take(200)
     assert restarted.remaining(100 + 86400 / 5)["day"] == pytest.approx(1.0)
 

@@ -1,7 +1,8 @@
 """Bad computed proxies are config errors with their key path: `check-config` exits 2, one line each.
 
-Regexes are compiled and models loaded (and made to score a text) when the config is read, so a
-typo or a wrong file fails `check-config` and the daemon's start, never the first record.
+Regexes are compiled and models loaded (and made to score a text) when the computers are built,
+which the CLI does right after validating the config, so a typo or a wrong file fails `check-config`
+and the daemon's start, never the first record. The config itself checks only shape.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import yaml
 from compute_support import train_model
 
 from agent.cli import main
+from agent.compute import build_computers, load_and_build
+from agent.config import ConfigError, config_from_mapping
+from agent.records import RecordParser
 
 
 def write(path: Path, *proxies: dict[str, Any]) -> Path:
@@ -128,3 +132,44 @@ def test_good_computed_proxies_pass(tmp_path: Path, capsys: pytest.CaptureFixtur
                                                   "positive_class": 1}})
     assert main(["check-config", str(config)]) == 0
     assert capsys.readouterr().out.startswith("ok: 5 proxies x 1 audits = 5 pairs")
+
+
+BAD_REGEX = {"proxies": [{"name": "thumbs_up", "field": "proxy.thumbs_up"},
+                         {"name": "refusal", "compute": {"kind": "match", "regex": "[unclosed"}}],
+             "audits": [{"name": "resolved", "field": "audit.ok"}]}
+BAD_REGEX_LINE = "proxies.1.compute.regex: not a valid regular expression: unterminated character set at position 9"
+
+
+def test_the_config_checks_shape_and_building_reports_the_key_path() -> None:
+    config = config_from_mapping(BAD_REGEX, environ={})  # a well-formed spec: shape is fine
+    with pytest.raises(ConfigError) as err:
+        build_computers(config)
+    assert err.value.problems == [BAD_REGEX_LINE]
+
+
+def test_a_record_parser_for_an_unbuildable_config_raises_config_error() -> None:
+    """What the daemon and replay hit when they build their pipeline from such a config."""
+    with pytest.raises(ConfigError) as err:
+        RecordParser(config_from_mapping(BAD_REGEX, environ={}))
+    assert err.value.problems == [BAD_REGEX_LINE]
+
+
+def test_load_and_build_returns_the_config_and_its_computers(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", {"name": "words", "compute": {"kind": "length"}},
+                 {"name": "sorry", "compute": {"kind": "match", "keywords": ["sorry"]}})
+    config, computers = load_and_build(path, environ={})
+    assert [p.name for p in config.proxies] == list(computers) == ["words", "sorry"]
+    assert computers["sorry"]({"output": "So sorry!"}) == 1.0
+    assert RecordParser(config, computers).computers == computers
+
+
+def test_build_problems_sit_among_shape_problems_in_key_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({
+        "id_field": "a..b",
+        "proxies": [{"name": "BAD"}, {"name": "r", "compute": {"kind": "match", "regex": "("}}, {"name": "c"}],
+        "audits": [], "log": {"level": "loud"}}))
+    with pytest.raises(ConfigError) as err:
+        load_and_build(path, environ={})
+    assert [line.partition(":")[0] for line in err.value.problems] == [
+        "id_field", "proxies.0.name", "proxies.1.compute.regex", "proxies.2", "audits", "log.level"]

@@ -5,7 +5,8 @@ A bucket of capacity ``N`` for a window of ``T`` seconds starts full and refills
 per window, and no stretch of ``T`` seconds sees more than ``2N`` (a full bucket plus one window
 of refill). An audit is allowed only when *every* configured bucket has a token, and then takes
 one from each. Time is the pipeline's clock, so ``replay`` spends the budget the live daemon
-would have spent over the same stream.
+would have spent over the same stream. The levels are stored by ``agent.store`` (``load_budget``,
+``save_budget``); :meth:`Budget.levels` and :meth:`Budget.restore` are what it stores and resumes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 from dataclasses import dataclass
 
 from agent.config import AuditBudgetConfig
-from agent.store import Store
 
 WINDOWS: dict[str, float] = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -66,22 +66,16 @@ class Budget:
     def capacity(self) -> dict[str, float]:
         return {window: b.capacity for window, b in self.buckets.items()}
 
-    # -- persistence --------------------------------------------------------------------------------------
-    def load(self, store: Store, audit: str) -> None:
-        """Resume the stored levels; a changed cap keeps the stored level, clipped to the new cap."""
-        with store.lock:
-            rows = store.conn.execute(
-                "SELECT span, tokens, updated_at FROM audit_budget WHERE audit = ?", (audit,)).fetchall()
+    # -- persistence (the SQL is in agent.store) ----------------------------------------------------------
+    def levels(self) -> dict[str, tuple[float, float]]:
+        """(tokens, updated_at) per window: what is stored so a restart does not refill the buckets."""
         with self._lock:
-            for span, tokens, updated_at in rows:
-                bucket = self.buckets.get(span)
-                if bucket is not None:
-                    bucket.tokens, bucket.updated_at = min(float(tokens), bucket.capacity), float(updated_at)
+            return {window: (b.tokens, b.updated_at) for window, b in self.buckets.items()}
 
-    def save(self, store: Store, audit: str) -> None:
+    def restore(self, levels: dict[str, tuple[float, float]]) -> None:
+        """Resume stored levels; a changed cap keeps the stored level, clipped to the new cap."""
         with self._lock:
-            rows = [(audit, window, b.tokens, b.updated_at) for window, b in self.buckets.items()]
-        if rows:
-            with store.transaction() as conn:
-                conn.executemany("INSERT OR REPLACE INTO audit_budget(audit, span, tokens, updated_at)"
-                                 " VALUES (?, ?, ?, ?)", rows)
+            for window, (tokens, updated_at) in levels.items():
+                bucket = self.buckets.get(window)
+                if bucket is not None:
+                    bucket.tokens, bucket.updated_at = min(tokens, bucket.capacity), updated_at

@@ -4,28 +4,31 @@ Counters live in the store's ``counters`` table, written in the same transaction
 change they count, so they survive restarts; the pipeline keeps the in-memory mirror the exporter
 reads. The latency histogram is in memory only (a restart starts it again, which ``rate()``
 handles). Every reason is pre-declared at zero so ``rate()`` and alerts see the series from the start.
+
+This module imports neither the service nor the pipeline: the families are built from what the
+caller passes in at scrape time (a counter reader, one :class:`AuditState` per audit).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent.audit.producer import TERMINAL_REASONS, TRANSIENT_REASONS
-from agent.counters import CounterKey
-from agent.pipeline import Pipeline
+from agent.counters import CounterKey, Counters
 
-if TYPE_CHECKING:
-    from agent.audit.service import AuditService
+#: counter increments by (name, sorted labels): the shape of the pipeline's counter mirror
+Counts = dict[CounterKey, float]
+#: reads one persistent counter, as ``Pipeline.counter(name, **labels)``
+CounterReader = Callable[..., float]
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SKIP_REASONS: tuple[str, ...] = ("budget", "queue_full", "error")
 TOKEN_KINDS: tuple[str, ...] = ("prompt", "completion")
-Counts = dict[CounterKey, float]
 
 
 def count(counts: Counts, name: str, by: float = 1.0, **labels: str) -> None:
@@ -33,9 +36,21 @@ def count(counts: Counts, name: str, by: float = 1.0, **labels: str) -> None:
     counts[key] = counts.get(key, 0.0) + by
 
 
-def add_counts(pipeline: Pipeline, counts: Counts) -> None:
-    """Persist inside the caller's store transaction, and mirror into ``pipeline.counters``."""
-    pipeline.counters.add(counts)
+def add_counts(counters: Counters, counts: Counts) -> None:
+    """Persist with the caller's store transaction, and mirror into the pipeline's counters."""
+    counters.add(counts)
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """One judge or grader audit as a scrape sees it."""
+
+    name: str
+    kind: str                      # the producer's kind: "judge" or "grader"
+    remaining: dict[str, float]    # budget tokens per window, now
+    capacity: dict[str, float]     # budget cap per window
+    depth: int                     # queue rows not finished
+    circuit_open: bool
 
 
 class LatencyHistograms:
@@ -68,10 +83,7 @@ class LatencyHistograms:
         return fam
 
 
-def audit_families(service: AuditService) -> Iterator[Metric]:
-    """Every audit series, from current state (used as an ``AgentCollector`` extra block)."""
-    p = service.pipeline
-    names = [slot.name for slot in service.slots]
+def _counter_families(audits: Sequence[AuditState], counter: CounterReader) -> Iterator[Metric]:
     requested = CounterMetricFamily("goodhart_audits_requested",
                                     "Audits queued for a judge or grader (sampled, within budget).", labels=["audit"])
     succeeded = CounterMetricFamily("goodhart_audits_succeeded", "Audits that returned a usable score.",
@@ -85,24 +97,24 @@ def audit_families(service: AuditService) -> Iterator[Metric]:
     cost = CounterMetricFamily("goodhart_audit_cost", "Estimated cost of audits, in the configured price units.",
                                labels=["audit"])
     tokens = CounterMetricFamily("goodhart_judge_tokens", "Tokens spent by LLM judges.", labels=["audit", "kind"])
-    for name in names:
-        requested.add_metric([name], p.counters.value("audits_requested_total", audit=name))
-        succeeded.add_metric([name], p.counters.value("audits_succeeded_total", audit=name))
-        cost.add_metric([name], p.counters.value("audit_cost_total", audit=name))
+    for name in (a.name for a in audits):
+        requested.add_metric([name], counter("audits_requested_total", audit=name))
+        succeeded.add_metric([name], counter("audits_succeeded_total", audit=name))
+        cost.add_metric([name], counter("audit_cost_total", audit=name))
         for reason in TERMINAL_REASONS:
-            failed.add_metric([name, reason], p.counters.value("audits_failed_total", audit=name, reason=reason))
+            failed.add_metric([name, reason], counter("audits_failed_total", audit=name, reason=reason))
         for reason in TRANSIENT_REASONS:
-            retries.add_metric([name, reason], p.counters.value("audit_retries_total", audit=name, reason=reason))
+            retries.add_metric([name, reason], counter("audit_retries_total", audit=name, reason=reason))
         for reason in SKIP_REASONS:
-            skipped.add_metric([name, reason], p.counters.value("audits_skipped_total", audit=name, reason=reason))
-    for slot in service.slots:
-        if slot.producer.kind == "judge":
+            skipped.add_metric([name, reason], counter("audits_skipped_total", audit=name, reason=reason))
+    for audit in audits:
+        if audit.kind == "judge":
             for kind in TOKEN_KINDS:
-                tokens.add_metric([slot.name, kind], p.counters.value("judge_tokens_total", audit=slot.name, kind=kind))
+                tokens.add_metric([audit.name, kind], counter("judge_tokens_total", audit=audit.name, kind=kind))
     yield from (requested, succeeded, failed, retries, skipped, cost, tokens)
-    yield service.latency.family()
 
-    now = p.clock.now()
+
+def _gauge_families(audits: Sequence[AuditState]) -> Iterator[Metric]:
     remaining = GaugeMetricFamily("goodhart_audit_budget_remaining",
                                   "Audits the budget allows right now (token bucket level).",
                                   labels=["audit", "window"])
@@ -111,12 +123,19 @@ def audit_families(service: AuditService) -> Iterator[Metric]:
     depth = GaugeMetricFamily("goodhart_audit_queue_depth", "Audits queued and not finished yet.", labels=["audit"])
     circuit = GaugeMetricFamily("goodhart_audit_circuit_open", "1 while the circuit breaker holds requests back.",
                                 labels=["audit"])
-    queued = service.depth
-    for slot in service.slots:
-        for window, level in slot.budget.remaining(now).items():
-            remaining.add_metric([slot.name, window], level)
-        for window, cap in slot.budget.capacity().items():
-            capacity.add_metric([slot.name, window], cap)
-        depth.add_metric([slot.name], float(queued.get(slot.name, 0)))
-        circuit.add_metric([slot.name], 1.0 if slot.breaker.is_open else 0.0)
+    for audit in audits:
+        for window, level in audit.remaining.items():
+            remaining.add_metric([audit.name, window], level)
+        for window, cap in audit.capacity.items():
+            capacity.add_metric([audit.name, window], cap)
+        depth.add_metric([audit.name], float(audit.depth))
+        circuit.add_metric([audit.name], 1.0 if audit.circuit_open else 0.0)
     yield from (remaining, capacity, depth, circuit)
+
+
+def audit_families(audits: Sequence[AuditState], counter: CounterReader,
+                   latency: LatencyHistograms) -> Iterator[Metric]:
+    """Every audit series from the state passed in (used as an ``AgentCollector`` extra block)."""
+    yield from _counter_families(audits, counter)
+    yield latency.family()
+    yield from _gauge_families(audits)

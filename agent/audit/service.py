@@ -20,9 +20,8 @@ from prometheus_client.core import Metric
 from agent.audit.budget import Budget
 from agent.audit.grader import HttpGrader
 from agent.audit.judge import LlmJudge
-from agent.audit.metrics import Counts, LatencyHistograms, add_counts, audit_families, count
+from agent.audit.metrics import AuditState, Counts, LatencyHistograms, add_counts, audit_families, count
 from agent.audit.producer import Producer
-from agent.audit.queue import AuditQueue
 from agent.audit.resilience import CircuitBreaker
 from agent.audit.sampler import Sampler
 from agent.audit.worker import AuditSlot, AuditWorker
@@ -30,7 +29,7 @@ from agent.config import AuditCallConfig, AuditConfig, Config, ConfigError
 from agent.http.secrets import env_or_file
 from agent.pipeline import Pipeline
 from agent.records import Record
-from agent.store import OutputRow
+from agent.store import AuditQueue, OutputRow, load_budget, save_budget
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ class AuditService:
                                   keep_finished_seconds=config.retention.label_ttl_seconds)
         self._warm_sampler()
         for slot in slots:
-            slot.budget.load(pipeline.store, slot.name)
+            slot.budget.restore(load_budget(pipeline.store, slot.name))
         self.depth = self.queue.depth()
         pipeline.output_hooks.append(self.on_output)
 
@@ -109,14 +108,14 @@ class AuditService:
                     count(counts, "audits_skipped_total", audit=slot.name, reason="budget")
                 elif self.queue.enqueue(slot.name, output, record.body, decision.weight, now,
                                         now + slot.retry.expire_after_seconds):
-                    slot.budget.save(self.pipeline.store, slot.name)
+                    save_budget(self.pipeline.store, slot.name, slot.budget.levels())
                     self.depth[slot.name] = self.depth.get(slot.name, 0) + 1
                     count(counts, "audits_requested_total", audit=slot.name)
         except Exception:  # never break ingest over an audit
             log.exception("queueing an audit failed", extra={"fields": {"id": output.id}})
             for slot in self.slots:
                 count(counts, "audits_skipped_total", audit=slot.name, reason="error")
-        add_counts(self.pipeline, counts)
+        add_counts(self.pipeline.counters, counts)
 
     # -- the job, health, metrics ------------------------------------------------------------------------------
     def step(self) -> int:
@@ -137,8 +136,14 @@ class AuditService:
                 checks[slot.producer.component] = lambda s=slot: s.up and not s.breaker.is_open  # type: ignore[misc]
         return checks
 
+    def states(self) -> list[AuditState]:
+        """Each audit's budget, queue depth and circuit as of now, for the scrape."""
+        now = self.pipeline.clock.now()
+        return [AuditState(s.name, s.producer.kind, s.budget.remaining(now), s.budget.capacity(),
+                           self.depth.get(s.name, 0), s.breaker.is_open) for s in self.slots]
+
     def collect(self) -> Iterator[Metric]:
-        yield from audit_families(self)
+        yield from audit_families(self.states(), self.pipeline.counters.value, self.latency)
 
     def close(self) -> None:
         self.worker.close()

@@ -16,18 +16,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from agent.audit.budget import Budget
 from agent.audit.metrics import Counts, LatencyHistograms, add_counts, count
 from agent.audit.producer import UNHEALTHY_REASONS, Outcome, Producer, idempotency_key
-from agent.audit.queue import AuditQueue, QueueItem
 from agent.audit.resilience import CircuitBreaker
 from agent.config import AuditRetryConfig
 from agent.http.client import backoff_delay
-
-if TYPE_CHECKING:
-    from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline
+from agent.store import AuditQueue, QueueItem
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +119,7 @@ class AuditWorker:
             count(counts, "audits_succeeded_total", audit=name)
             with self.pipeline.lock, self.pipeline.store.transaction():
                 self.queue.store_result(item.id, name, outcome.score)
-                add_counts(self.pipeline, counts)
+                self._add_counts(counts)
             self._join(item, outcome.score)
             return 1
         if not outcome.transient or item.attempts >= slot.retry.max_attempts:
@@ -135,7 +132,7 @@ class AuditWorker:
             count(counts, "audits_failed_total", audit=name, reason=reason)
             with self.pipeline.lock, self.pipeline.store.transaction():
                 self.queue.fail(item.id, name, reason, now)
-                add_counts(self.pipeline, counts)
+                self._add_counts(counts)
             log.warning("audit failed", extra={"fields": {**fields, "reason": reason, "last_error": outcome.reason}})
             return 1
         self._unhealthy(slot, outcome)
@@ -145,10 +142,14 @@ class AuditWorker:
         count(counts, "audit_retries_total", audit=name, reason=outcome.reason)
         with self.pipeline.lock, self.pipeline.store.transaction():
             self.queue.retry_at(item.id, name, now + wait, outcome.reason)
-            add_counts(self.pipeline, counts)
+            self._add_counts(counts)
         log.info("audit will be retried", extra={"fields": {**fields, "reason": outcome.reason,
                                                             "retry_in_seconds": round(wait, 3)}})
         return 0
+
+    def _add_counts(self, counts: Counts) -> None:
+        """Inside the caller's transaction: persisted with the queue change they count."""
+        add_counts(self.pipeline.counters, counts)
 
     def _unhealthy(self, slot: AuditSlot, outcome: Outcome) -> None:
         if outcome.reason == "rate_limited":  # reachable, just busy: pause everyone's requests to it
@@ -185,7 +186,7 @@ class AuditWorker:
             counts: Counts = {}
             for audit, n in expired.items():
                 count(counts, "audits_failed_total", n, audit=audit, reason="expired")
-            add_counts(self.pipeline, counts)
+            self._add_counts(counts)
         if not expired:
             return 0
         log.warning("audits expired before a score was obtained", extra={"fields": {"by_audit": expired}})

@@ -3,91 +3,25 @@
 In a sidecar the app often logs only the conversation, so the agent computes the usual proxies:
 the length of a text, the time between two timestamps, whether a pattern occurs, whether a text is
 valid JSON, or what a user-trained scikit-learn model predicts from it. Each kind lives in its own
-module with a ``build(spec) -> Computer`` function; this module holds what they share.
+module with a ``build(spec) -> Computer`` function; ``base`` holds what they share and ``building``
+turns a validated config into computers, reporting what cannot be built as config errors.
 
-A computation that fails on one record raises :class:`ComputeFailure` with a reason from
-:data:`COMPUTE_REASONS`. The record parser then leaves that proxy out of that record and reports
-the failure; the pipeline counts it in ``goodhart_metric_failures_total{proxy,reason}``. It never
-rejects the record, let alone stops the stream.
+This package sits above ``agent.config`` (it builds from validated specs) and below
+``agent.records`` (the parser runs the computers). Import from ``agent.compute``.
 """
 
-from __future__ import annotations
+from agent.compute.base import COMPUTE_REASONS, BuildError, ComputeFailure, Computer, field_value, text_at
+from agent.compute.building import build_computer, build_computers, load_and_build, merge_problems
 
-import importlib
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
-
-from agent.core import lookup
-
-if TYPE_CHECKING:
-    from agent.config import ComputeConfig, Config
-
-#: Every reason a computation can fail for on one record.
-COMPUTE_REASONS: tuple[str, ...] = (
-    "missing_field",      # the field (or a timestamp) is absent or null
-    "not_text",           # the field is not a string
-    "bad_timestamp",      # a duration end is neither epoch seconds nor RFC 3339
-    "negative_duration",  # the end comes before the start
-    "regex_timeout",      # the pattern took longer than timeout_seconds on this text
-    "model_error",        # the model raised, or returned something that is not a finite number
-    "schema_error",       # the JSON Schema itself failed on this value (e.g. an unresolvable $ref)
-)
-
-_KINDS: dict[str, str] = {
-    "length": "agent.compute.length",
-    "duration": "agent.compute.duration",
-    "match": "agent.compute.match",
-    "json_valid": "agent.compute.json_valid",
-    "model": "agent.compute.model",
-}
-
-
-class ComputeFailure(Exception):
-    """This record's value could not be computed; ``reason`` is one of :data:`COMPUTE_REASONS`."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-class Computer(ABC):
-    """Computes one proxy from a decoded record; built once from its config at start."""
-
-    #: the reasons this kind can fail for (pre-declared at 0 in the failure counter)
-    reasons: tuple[str, ...] = ("missing_field",)
-
-    @abstractmethod
-    def __call__(self, record: dict[str, Any]) -> float:
-        """The proxy value for this record; raises :class:`ComputeFailure`."""
-
-    def info(self) -> dict[str, str] | None:
-        """Labels of an info series about what computes this proxy (a model's version), if any."""
-        return None
-
-
-def field_value(record: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path; a :class:`ComputeFailure` when it is absent or null."""
-    value = lookup(record, path)
-    if value is None:
-        raise ComputeFailure("missing_field", path)
-    return value
-
-
-def text_at(record: dict[str, Any], path: str) -> str:
-    """The string at a dotted path; ``missing_field`` or ``not_text`` otherwise."""
-    value = field_value(record, path)
-    if not isinstance(value, str):
-        raise ComputeFailure("not_text", path)
-    return value
-
-
-def build_computer(spec: ComputeConfig) -> Computer:
-    module = importlib.import_module(_KINDS[spec.kind])
-    computer: Computer = module.build(spec)
-    return computer
-
-
-def build_computers(config: Config) -> dict[str, Computer]:
-    """One computer per ``compute:`` proxy, by proxy name, in config order."""
-    return {p.name: build_computer(p.compute) for p in config.proxies if p.compute is not None}
+__all__ = [
+    "COMPUTE_REASONS",
+    "BuildError",
+    "ComputeFailure",
+    "Computer",
+    "build_computer",
+    "build_computers",
+    "field_value",
+    "load_and_build",
+    "merge_problems",
+    "text_at",
+]

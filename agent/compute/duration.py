@@ -10,13 +10,11 @@ Timestamps are epoch seconds or RFC 3339 strings with an offset, as the record's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.compute import ComputeFailure, Computer, field_value
+from agent.compute.base import ComputeFailure, Computer, field_value
+from agent.config import DurationCompute
 from agent.core import parse_timestamp
-
-if TYPE_CHECKING:
-    from agent.config import DurationCompute
 
 
 class DurationComputer(Computer):
@@ -40,4 +38,5 @@ class DurationComputer(Computer):
 
 
 def build(spec: DurationCompute) -> DurationComputer:
+    """Never fails: timestamps are checked per record."""
     return DurationComputer(spec.start, spec.end)

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.compute import ComputeFailure, Computer, field_value
-
-if TYPE_CHECKING:
-    from agent.config import JsonValidCompute
+from agent.compute.base import BuildError, ComputeFailure, Computer, field_value
+from agent.config import JsonValidCompute
 
 
 def load_schema(schema: dict[str, Any] | str) -> Any:
@@ -74,4 +72,11 @@ class JsonValidComputer(Computer):
 
 
 def build(spec: JsonValidCompute) -> JsonValidComputer:
-    return JsonValidComputer(spec.field, spec.validator)
+    """Load and check the schema once at start; an unusable one is a :class:`BuildError` at ``schema``."""
+    validator = None
+    if spec.schema_ is not None:
+        try:
+            validator = load_schema(spec.schema_)
+        except ValueError as err:
+            raise BuildError("schema", str(err)) from None
+    return JsonValidComputer(spec.field, validator)

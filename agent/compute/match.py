@@ -17,12 +17,10 @@ that record's value fail with reason ``regex_timeout``; the stream goes on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.compute import ComputeFailure, Computer, text_at
-
-if TYPE_CHECKING:
-    from agent.config import MatchCompute
+from agent.compute.base import BuildError, ComputeFailure, Computer, text_at
+from agent.config import MatchCompute
 
 
 def compile_pattern(regex: str | None, keywords: list[str] | None, case_insensitive: bool) -> Any:
@@ -68,5 +66,9 @@ class MatchComputer(Computer):
 
 
 def build(spec: MatchCompute) -> MatchComputer:
-    return MatchComputer(spec.field, compile_pattern(spec.regex, spec.keywords, spec.case_insensitive),
-                         spec.timeout_seconds)
+    """Compile once at start; a pattern that does not compile is a :class:`BuildError` at its key."""
+    try:
+        pattern = compile_pattern(spec.regex, spec.keywords, spec.case_insensitive)
+    except ValueError as err:
+        raise BuildError("regex" if spec.regex is not None else "keywords", str(err)) from None
+    return MatchComputer(spec.field, pattern, spec.timeout_seconds)

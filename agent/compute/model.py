@@ -5,8 +5,9 @@ Models are loaded with skops (``skops.io``), never pickle: a skops file is data,
 runs no code except for the types the file names. Types that skops does not trust by default must
 be listed under ``trusted:``; anything else untrusted is a config error, as is a file that is not
 a skops file, a model that cannot score a text, or a ``positive_class`` it does not know. All of
-that happens when the config is loaded, so ``check-config`` and the daemon's start reject a bad
-model with its key path (``proxies.N.compute.path: ...``) instead of failing on the first record.
+that happens when the computers are built (``agent.compute.build_computers``, called by
+``check-config`` and at every start), so a bad model is rejected with its key path
+(``proxies.N.compute.path: ...``) instead of failing on the first record.
 
 The output is the probability of ``positive_class`` (default: the last of ``classes_``, the
 positive class of a 0/1 classifier) for classifiers, ``predict`` for regressors. The model's
@@ -20,12 +21,10 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.compute import ComputeFailure, Computer, text_at
-
-if TYPE_CHECKING:
-    from agent.config import ModelCompute
+from agent.compute.base import BuildError, ComputeFailure, Computer, text_at
+from agent.config import ModelCompute
 
 SMOKE_TEXT = "hello"  # scored once at load: a model that cannot score a text is a config error
 
@@ -124,4 +123,9 @@ class ModelComputer(Computer):
 
 
 def build(spec: ModelCompute) -> ModelComputer:
-    return ModelComputer(spec.field, spec.loaded)
+    """Load and smoke-test the model once at start; any problem is a :class:`BuildError` at ``path``."""
+    try:
+        loaded = load_model(spec.path, spec.trusted, spec.output, spec.positive_class, spec.version)
+    except ValueError as err:
+        raise BuildError("path", str(err)) from None
+    return ModelComputer(spec.field, loaded)

@@ -10,6 +10,9 @@ underscores separate the path; the value is parsed as YAML), plus the shorthands
 One module per concern: ``base`` (ConfigError, the strict base model, name types), ``sources``,
 ``compute``, ``audits``, ``schema`` (the top level and its small sections) and ``loading`` (YAML,
 environment overrides, error lines). Import from ``agent.config``; the split is an inside detail.
+
+This package checks shape only and imports nothing above ``agent.core``: what needs building (a
+regex, a JSON Schema, a model) is built, and its problems reported, by ``agent.compute``.
 """
 
 from agent.config.audits import (
@@ -44,7 +47,15 @@ from agent.config.compute import (
     MatchCompute,
     ModelCompute,
 )
-from agent.config.loading import ENV_PREFIX, ENV_SHORTHANDS, apply_env_overrides, config_from_mapping, load_config
+from agent.config.loading import (
+    ENV_PREFIX,
+    ENV_SHORTHANDS,
+    apply_env_overrides,
+    compute_specs,
+    config_from_mapping,
+    load_config,
+    read_config_tree,
+)
 from agent.config.schema import (
     ApiConfig,
     AuditConfig,
@@ -101,8 +112,10 @@ __all__ = [
     "StratifyConfig",
     "Strict",
     "apply_env_overrides",
+    "compute_specs",
     "config_from_mapping",
     "load_config",
     "parse_listen",
+    "read_config_tree",
     "validate_name",
 ]

@@ -1,26 +1,19 @@
 """Computed proxies (``compute:`` under a proxy): one model per kind, a discriminated union of them.
 
-Each kind's model validates and prepares what it needs at load time (a compiled pattern, a JSON
-Schema validator, a loaded model), so a bad regex or unreadable file is a config error, not a
-failure on every record. The computing itself lives in ``agent/compute/``.
+These models check shape only. Compiling a pattern, checking a JSON Schema and loading a model is
+building, which ``agent.compute`` does from the validated config (``build_computers``) and reports
+as config errors at the same key paths (``proxies.N.compute.regex: ...``), so a bad regex or an
+unreadable file still fails ``check-config`` and the start, never a record.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, ValidatorFunctionWrapHandler, model_validator
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.config.base import DottedPath, Strict
-
-
-class _KeyedValueError(ValueError):
-    """A model-level check that belongs to one key: the error is reported at ``compute.<key>``."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 class LengthCompute(Strict):
@@ -52,23 +45,12 @@ class MatchCompute(Strict):
     case_insensitive: bool = Field(default=True, description="match: ignore case")
     timeout_seconds: float = Field(default=0.05, gt=0, le=5,
                                    description="match: per record; a slower match fails as regex_timeout")
-    _pattern: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _compiles(self) -> MatchCompute:
+    def _regex_or_keywords(self) -> MatchCompute:
         if (self.regex is None) == (self.keywords is None):
             raise ValueError("set exactly one of regex, keywords")
-        from agent.compute.match import compile_pattern
-
-        try:
-            self._pattern = compile_pattern(self.regex, self.keywords, self.case_insensitive)
-        except ValueError as err:
-            raise _KeyedValueError("regex" if self.regex is not None else "keywords", str(err)) from None
         return self
-
-    @property
-    def pattern(self) -> Any:
-        return self._pattern
 
 
 class JsonValidCompute(Strict):
@@ -78,26 +60,10 @@ class JsonValidCompute(Strict):
     field: DottedPath = "output"
     schema_: dict[str, Any] | str | None = Field(
         default=None, alias="schema", description="json_valid: a JSON Schema the value must satisfy, inline or a file")
-    _validator: Any = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _schema_usable(self) -> JsonValidCompute:
-        if self.schema_ is not None:
-            from agent.compute.json_valid import load_schema
-
-            try:
-                self._validator = load_schema(self.schema_)
-            except ValueError as err:
-                raise _KeyedValueError("schema", str(err)) from None
-        return self
-
-    @property
-    def validator(self) -> Any:
-        return self._validator
 
 
 class ModelCompute(Strict):
-    """A scikit-learn pipeline saved with skops, applied to a text; loaded and checked here."""
+    """A scikit-learn pipeline saved with skops, applied to a text (loaded and checked when built)."""
 
     kind: Literal["model"]
     path: str = Field(min_length=1, description="model: a skops file (relative to the working directory)")
@@ -110,21 +76,6 @@ class ModelCompute(Strict):
                                description="model: types beyond skops' defaults that you trust the file with")
     version: str | None = Field(default=None, min_length=1, max_length=64,
                                 description="model: shown in goodhart_proxy_model_info (default: the file's hash)")
-    _loaded: Any = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _loads(self) -> ModelCompute:
-        from agent.compute.model import load_model
-
-        try:
-            self._loaded = load_model(self.path, self.trusted, self.output, self.positive_class, self.version)
-        except ValueError as err:
-            raise _KeyedValueError("path", str(err)) from None
-        return self
-
-    @property
-    def loaded(self) -> Any:
-        return self._loaded
 
 
 ComputeConfig = Annotated[LengthCompute | DurationCompute | MatchCompute | JsonValidCompute | ModelCompute,
@@ -134,7 +85,7 @@ COMPUTE_KINDS = ("length", "duration", "match", "json_valid", "model")
 
 def compute_errors_at_their_keys(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """Report ``compute`` problems at ``compute.<key>``: pydantic puts the union's tag in the path
-    (``compute.match.regex``), and model-level checks at ``compute`` itself."""
+    (``compute.match.regex``), which users never wrote."""
     try:
         return handler(value)
     except ValidationError as err:
@@ -145,8 +96,6 @@ def compute_errors_at_their_keys(value: Any, handler: ValidatorFunctionWrapHandl
             if kind is not None and loc[:1] == (kind,):
                 loc = loc[1:]
             ctx = e.get("ctx") or {}
-            if isinstance(ctx.get("error"), _KeyedValueError):
-                loc = (*loc, ctx["error"].key)
             if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 details.append(InitErrorDetails(type=PydanticCustomError(
                     "compute_kind", f"expected one of {', '.join(COMPUTE_KINDS)}"), loc=("kind",), input=kind))

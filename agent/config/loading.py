@@ -2,6 +2,8 @@
 
 Environment overrides are overlaid on the parsed tree before validation, and pydantic's errors
 become one ``key.path: reason`` line each in a ``ConfigError``, so every problem is reported at once.
+Only shape is checked here; ``agent.compute.load_and_build`` adds the problems of building the
+computed proxies, which is why the parsed tree and its individually valid compute specs are exposed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import yaml
 from pydantic import ValidationError
 
 from agent.config.base import ConfigError
-from agent.config.schema import Config
+from agent.config.compute import ComputeConfig
+from agent.config.schema import Config, ProxyConfig
 
 ENV_PREFIX = "GOODHART__"
 ENV_SHORTHANDS = {
@@ -76,8 +79,8 @@ def config_from_mapping(tree: Any, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(_format_errors(err)) from None
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; every problem is reported, not just the first."""
+def read_config_tree(path: str | Path) -> Any:
+    """The parsed YAML of a config file (``{}`` when empty); ConfigError when unreadable or not YAML."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
@@ -88,4 +91,27 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError([f"(file): not valid YAML{where}"]) from None
-    return config_from_mapping(tree if tree is not None else {}, environ)
+    return tree if tree is not None else {}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file's shape; every problem is reported, not just the first."""
+    return config_from_mapping(read_config_tree(path), environ)
+
+
+def compute_specs(tree: Any) -> list[tuple[int, ComputeConfig]]:
+    """(index, spec) of every ``proxies`` entry that is valid on its own and computed.
+
+    Lets the build step report its problems together with shape problems elsewhere in the same
+    file. Proxies cannot be overridden from the environment, so the raw tree is enough.
+    """
+    proxies = tree.get("proxies") if isinstance(tree, dict) else None
+    specs: list[tuple[int, ComputeConfig]] = []
+    for index, entry in enumerate(proxies if isinstance(proxies, list) else []):
+        try:
+            proxy = ProxyConfig.model_validate(entry)
+        except ValidationError:
+            continue
+        if proxy.compute is not None:
+            specs.append((index, proxy.compute))
+    return specs

@@ -3,14 +3,16 @@
 What lives here survives a crash: outputs waiting for their labels, labels that came before their
 outputs, audited outputs, the ids of outputs already dropped (so a late re-delivery is still a
 duplicate), source offsets, detector state with the cursors that say what it has seen, persistent
-counters and alarm events. Every ingest batch is written in one transaction together with the
-source offset it reached, so a restart neither re-reads nor skips a record.
+counters and alarm events, the audit queue and budgets. Every ingest batch is written in one
+transaction together with the source offset it reached, so a restart neither re-reads nor skips.
 
 ``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
 audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
-``retention`` what may be dropped. All SQL of the agent lives in this package.
+``retention`` what may be dropped; ``audits`` the audit queue and budgets. All SQL of the agent
+lives in this package.
 """
 
+from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
 from agent.store.join import JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
@@ -26,4 +28,5 @@ class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
     """
 
 
-__all__ = ["DB_FILENAME", "MIGRATIONS", "LabelJoin", "OutputJoin", "OutputRow", "PairRow", "Store"]
+__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "LabelJoin", "OutputJoin", "OutputRow",
+           "PairRow", "QueueItem", "Store", "load_budget", "save_budget"]

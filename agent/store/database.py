@@ -54,7 +54,7 @@ MIGRATIONS: list[str] = [
                           PRIMARY KEY(name, labels));
     CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, body TEXT NOT NULL);
     """,
-    # 2: the durable audit queue (judges and graders) and their budgets; see agent/audit/queue.py
+    # 2: the durable audit queue (judges and graders) and their budgets; see agent/store/audits.py
     """
     CREATE TABLE audit_queue(
         id TEXT NOT NULL,

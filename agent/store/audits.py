@@ -1,13 +1,17 @@
-"""The durable audit queue: one row per (output id, audit) picked for a judge or grader.
+"""The audit tables' SQL: the durable queue of judge and grader work, and the audit budgets' levels.
 
-A row is ``pending`` until a request succeeds (``obtained``: the score is stored), then ``done``
-once the score is joined to its output as an audited pair; or ``failed`` (permanently, expired, or
-out of attempts). The score is written the moment it arrives and joined in a second transaction,
-so a crash or a failing join can never lose a score that was paid for: rows ``obtained`` but not
-``done`` are joined at the next step, never requested again. An attempt is counted, and the row's
-next attempt pushed back, *before* the request is sent, so a crash mid-request cannot retry a
-poison row in a tight loop. The row also keeps what the join and the prompt need (the output's
-proxies and the record itself), so neither depends on other tables still holding the output.
+The queue holds one row per (output id, audit) picked for a judge or grader. A row is ``pending``
+until a request succeeds (``obtained``: the score is stored), then ``done`` once the score is
+joined to its output as an audited pair; or ``failed`` (permanently, expired, or out of attempts).
+The score is written the moment it arrives and joined in a second transaction, so a crash or a
+failing join can never lose a score that was paid for: rows ``obtained`` but not ``done`` are
+joined at the next step, never requested again. An attempt is counted, and the row's next attempt
+pushed back, *before* the request is sent, so a crash mid-request cannot retry a poison row in a
+tight loop. The row also keeps what the join and the prompt need (the output's proxies and the
+record itself), so neither depends on other tables still holding the output.
+
+The budget rows keep each token bucket's level, so a restart does not refill the budget; the
+bucket maths live in ``agent/audit/budget.py``. Both tables come from migration 2.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.store import OutputRow, Store
+from agent.store.database import Database, OutputRow
 
 PENDING, OBTAINED, DONE, FAILED = "pending", "obtained", "done", "failed"
 _COLUMNS = "id, audit, attempts, weight, output, body, result"
+
+#: a budget's stored levels: window name → (tokens, updated_at)
+BudgetLevels = dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,9 @@ def _item(row: tuple[Any, ...]) -> QueueItem:
 
 
 class AuditQueue:
-    def __init__(self, store: Store) -> None:
+    """The ``audit_queue`` table; each write is its own transaction, or joins the caller's."""
+
+    def __init__(self, store: Database) -> None:
         self.store = store
 
     def enqueue(self, audit: str, output: OutputRow, body: dict[str, Any], weight: float, now: float,
@@ -128,3 +137,20 @@ class AuditQueue:
             row = self.store.conn.execute("SELECT status, attempts, result FROM audit_queue WHERE id = ? AND audit = ?",
                                           (rid, audit)).fetchone()
         return None if row is None else (str(row[0]), int(row[1]), row[2])
+
+
+def load_budget(store: Database, audit: str) -> BudgetLevels:
+    """The stored bucket levels of one audit (empty before its first save)."""
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT span, tokens, updated_at FROM audit_budget WHERE audit = ?", (audit,)).fetchall()
+    return {str(span): (float(tokens), float(updated_at)) for span, tokens, updated_at in rows}
+
+
+def save_budget(store: Database, audit: str, levels: BudgetLevels) -> None:
+    """Store the bucket levels of one audit; joins the caller's transaction (the enqueue it paid for)."""
+    if levels:
+        with store.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO audit_budget(audit, span, tokens, updated_at)"
+                             " VALUES (?, ?, ?, ?)",
+                             [(audit, span, tokens, updated_at) for span, (tokens, updated_at) in levels.items()])
