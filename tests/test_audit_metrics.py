@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client.core import Metric
 
 from agent.audit.metrics import AuditState, Counts, LatencyHistograms, add_counts, audit_families, count
+from agent.counters import Counters
 from agent.store import Store
 
 
@@ -36,11 +37,12 @@ def test_families_come_from_the_given_counters_and_states() -> None:
 
 def test_counts_are_persisted_and_mirrored() -> None:
     store = Store(":memory:")
-    mirror: Counts = {}
+    counters = Counters(store)
     counts: Counts = {}
     count(counts, "audits_failed_total", audit="a", reason="expired")
     count(counts, "audits_failed_total", 2, audit="a", reason="expired")
     with store.transaction():
-        add_counts(store, mirror, counts)
-    assert mirror == {("audits_failed_total", (("audit", "a"), ("reason", "expired"))): 3.0}
+        add_counts(counters, counts)
+    assert counters.value("audits_failed_total", audit="a", reason="expired") == 3.0
     assert store.counter("audits_failed_total", audit="a", reason="expired") == 3.0
+    assert Counters(store).value("audits_failed_total", audit="a", reason="expired") == 3.0  # after a restart
