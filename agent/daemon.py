@@ -32,6 +32,7 @@ from agent.wiring import wire
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
 
+
 def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None) -> Source:
     """The configured source; a push source serves on ``server`` (the agent's listener) when so configured."""
     if config.source is None:
