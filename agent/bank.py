@@ -18,12 +18,17 @@ from typing import Any
 from agent.alarms import AlarmBook
 from agent.core import ALL, PairKey
 from agent.detect.base import Detector, PairObservation, Verdict
+from agent.explain import rank_by_shift
 from agent.store import Store
 
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 CURSORS = ("detect.outputs", "detect.pairs")
+
+
+class UnknownPair(LookupError):
+    """A selector names a proxy, audit or segment the agent does not have."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,12 @@ class DetectorBank:
                 events.append(event)
                 self._dirty.add(key)
         self._refresh(now, verdicts)
+        ranks = rank_by_shift((k, verdicts[k].reason, verdicts[k].estimates.proxy_shift)
+                              for k, state in self.snapshot.states.items() if state == "alarm" and k in verdicts)
+        for event in events:
+            rank = ranks.get((event["proxy"], event["audit"], event["segment"]))
+            if rank is not None and event["state"] == "alarm":
+                event["rank"], event["ranked_of"] = rank
         return events
 
     def rebaseline(self, now: float, keys: list[PairKey]) -> None:
@@ -126,9 +137,19 @@ class DetectorBank:
             self.detector(key).rebaseline(now)
 
     def matching(self, proxy: str | None, audit: str | None, segment: str | None) -> list[PairKey]:
-        return [k for k in sorted(self.detectors)
+        """The pairs a selector names; :class:`UnknownPair` when it names a proxy, audit or segment
+        that does not exist (a typo must not answer "0 pairs rebaselined")."""
+        unknown = [f"{kind} {value!r}" for kind, value, known in (
+            ("proxy", proxy, self.directions), ("audit", audit, self.audits),
+            ("segment", segment, {k[2] for k in self.detectors})) if value is not None and value not in known]
+        if unknown:
+            raise UnknownPair("no such " + " and no such ".join(unknown))
+        keys = [k for k in sorted(self.detectors)
                 if (proxy is None or k[0] == proxy) and (audit is None or k[1] == audit)
                 and (segment is None or k[2] == segment)]
+        if not keys:
+            raise UnknownPair(f"no pair has proxy {proxy!r}, audit {audit!r} and segment {segment!r} together")
+        return keys
 
     def checkpoint(self) -> None:
         """Save the detectors that changed and the cursors they correspond to (inside a transaction)."""

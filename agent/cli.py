@@ -159,6 +159,9 @@ def cmd_rebaseline(args: argparse.Namespace) -> int:
         resp = requests.post(url.rstrip("/") + "/v1/rebaseline", json=selector, timeout=10)
     except requests.ConnectionError:
         return _rebaseline_offline(config, selector, url)
+    if resp.status_code == 404:  # the daemon has no such proxy, audit or segment
+        print(f"goodhart-agent: rebaseline: {resp.json().get('error', resp.text.strip())}", file=sys.stderr)
+        return EXIT_USAGE
     if resp.status_code != 200:
         print(f"goodhart-agent: rebaseline refused ({resp.status_code}): {resp.text.strip()}", file=sys.stderr)
         return EXIT_FAILURE
@@ -171,6 +174,7 @@ def _rebaseline_offline(config: Config, selector: dict[str, str], url: str) -> i
     """No daemon answers: apply the rebaseline to its store, which it reads at its next start."""
     from pathlib import Path
 
+    from agent.bank import UnknownPair
     from agent.clock import WallClock
     from agent.pipeline import Pipeline
     from agent.statelock import StateDirBusy, StateLock
@@ -188,6 +192,9 @@ def _rebaseline_offline(config: Config, selector: dict[str, str], url: str) -> i
     store = Store(config.state_dir)
     try:
         events = Pipeline(config, store, WallClock()).rebaseline(**selector)  # type: ignore[arg-type]
+    except UnknownPair as err:
+        print(f"goodhart-agent: rebaseline: {err}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         store.close()
         lock.release()

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.bank import Event
+from agent.bank import Event, UnknownPair
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, parse_listen
+from agent.explain import sentence
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
 from agent.scheduler import Jobs, LiveScheduler
@@ -95,7 +96,7 @@ class Agent:
 
     def _log_event(self, event: Event) -> None:
         level = logging.WARNING if event.get("state") == "alarm" else logging.INFO
-        events_log.log(level, "state change", extra={"fields": {"event": event}})
+        events_log.log(level, sentence(event), extra={"fields": {"event": event}})
 
     def _rebaseline(self, request: Request) -> Response:
         if not request.is_loopback and not self.config.api.allow_remote_rebaseline:
@@ -106,7 +107,10 @@ class Agent:
             return Response.json({"error": "body must be a JSON object"}, 400)
         if not isinstance(selector, dict) or set(selector) - {"proxy", "audit", "segment"}:
             return Response.json({"error": "allowed keys: proxy, audit, segment"}, 400)
-        events = self.pipeline.rebaseline(selector.get("proxy"), selector.get("audit"), selector.get("segment"))
+        try:
+            events = self.pipeline.rebaseline(selector.get("proxy"), selector.get("audit"), selector.get("segment"))
+        except UnknownPair as err:
+            return Response.json({"error": str(err)}, 404)
         return Response.json({"rebaselined": True, "events": events})
 
     def _events(self, _: Request) -> Response:

@@ -28,6 +28,7 @@ from agent.bank import Event
 from agent.config import Config, config_from_mapping
 from agent.daemon import Agent
 from agent.demo_world import ReviewerJudge, SupportBot, train_thumbs_model
+from agent.explain import sentence
 
 
 def demo_config(state_dir: Path, records_path: Path, speedup: float, judge_url: str,
@@ -61,15 +62,7 @@ def demo_config(state_dir: Path, records_path: Path, speedup: float, judge_url: 
 
 def describe(event: Event) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
-    text = (f"[{stamp}] {event['proxy']} vs {event['audit']} [{event['segment']}]: "
-            f"{event['previous']} -> {event['state'].upper() if event['state'] == 'alarm' else event['state']}")
-    if event.get("reason"):
-        text += f" ({event['reason']}"
-        gap = event.get("excursion_gap", event.get("gap"))
-        if isinstance(gap, int | float):
-            text += f", audit {gap:.2f} below what the proxy predicts"
-        text += ")"
-    return text
+    return f"[{stamp}] {sentence(event)}"
 
 
 def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, duration: float = 0.0,

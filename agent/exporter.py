@@ -48,7 +48,7 @@ class AgentCollector(Collector):
         self.extra = extra if extra is not None else []
 
     def collect(self) -> Iterator[Metric]:
-        for block in (self._build, self._records, self._health, self._detectors, self._pairs,
+        for block in (self._build, self._records, self._health, self._detectors, self._times, self._pairs,
                       self._means, self._validity, self._computed, self._jobs, self._store, *self.extra):
             try:
                 yield from block()
@@ -120,8 +120,6 @@ class AgentCollector(Collector):
         gap_lo = family("goodhart_divergence_gap_lower", "Lower end of the gap's 95% interval.")
         gap_hi = family("goodhart_divergence_gap_upper", "Upper end of the gap's 95% interval.")
         samples = family("goodhart_detector_samples", "Audited outputs the detector's verdict used.")
-        since = family("goodhart_divergence_since_timestamp_seconds",
-                       "When the current non-ok state began; 0 while ok.")
         corr = GaugeMetricFamily("goodhart_rank_correlation", "Rank correlation of proxy and audit.",
                                  labels=[*PAIR_LABELS, "period"])
         for key, verdict in sorted(snap.verdicts.items()):
@@ -138,12 +136,10 @@ class AgentCollector(Collector):
             gap_lo.add_metric(labels, _num(e.gap_lower))
             gap_hi.add_metric(labels, _num(e.gap_upper))
             samples.add_metric(labels, _num(e.samples or 0))
-            started = snap.since.get(key)
-            since.add_metric(labels, float(started) if current != "ok" and started else 0.0)
             for period, value in (("reference", e.rank_corr_reference), ("window", e.rank_corr_window)):
                 if value is not None and math.isfinite(value):  # unknown: no sample, not NaN
                     corr.add_metric([*labels, period], value)
-        yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, since, corr)
+        yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, corr)
 
         # Old series names still exported for one release (docs/metrics.md, "Deprecated").
         deprecated = {"audited": "pairs"}  # goodhart_pair_pairs_total: removed in 0.3.0
@@ -159,6 +155,30 @@ class AgentCollector(Collector):
                             labels=PAIR_LABELS)
                     fam.add_metric(list(key), float(value))
         yield from families.values()
+
+    def _times(self) -> Iterator[Metric]:
+        """The two times of a divergence, named apart: when it started (the detector's estimate of
+        the excursion's start) and when the pair's current state was raised."""
+        snap = self.view.snapshot
+        started = GaugeMetricFamily("goodhart_divergence_started_timestamp_seconds",
+                                    "Estimated start of the current divergence: the oldest audited output of the"
+                                    " detector's current excursion; 0 while ok or unknown.", labels=PAIR_LABELS)
+        raised = GaugeMetricFamily("goodhart_divergence_raised_timestamp_seconds",
+                                   "When the pair entered its current warn or alarm state; 0 while ok.",
+                                   labels=PAIR_LABELS)
+        since = GaugeMetricFamily("goodhart_divergence_since_timestamp_seconds",
+                                  "Deprecated (removed in 0.3.0): use goodhart_divergence_raised_timestamp_seconds.",
+                                  labels=PAIR_LABELS)
+        for key, verdict in sorted(snap.verdicts.items()):
+            current = snap.states.get(key, verdict.state)
+            entered = snap.since.get(key)
+            at = float(entered) if current != "ok" and entered else 0.0
+            raised.add_metric(list(key), at)
+            since.add_metric(list(key), at)
+            start = verdict.estimates.since
+            known = current != "ok" and start is not None and math.isfinite(start)
+            started.add_metric(list(key), float(start) if known else 0.0)  # type: ignore[arg-type]
+        yield from (started, raised, since)
 
     def _pairs(self) -> Iterator[Metric]:
         snap = self.view.snapshot

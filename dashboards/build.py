@@ -119,7 +119,7 @@ def row(title: str) -> dict[str, Any]:
 
 
 def pairs_table() -> dict[str, Any]:
-    """One line per pair and segment, now: state, gap, statistic, threshold, samples, since."""
+    """One line per pair and segment, now: state, gap, statistic, threshold, samples, started, raised."""
     def per_pair(metric: str, scale: str = "") -> str:
         return f"{scale}max by (job, instance, proxy, audit, segment) ({metric}{{{PAIR}}})"
 
@@ -131,15 +131,16 @@ def pairs_table() -> dict[str, Any]:
         ("E", "samples", per_pair("goodhart_detector_samples")),
         ("F", "pairs stored", per_pair("goodhart_audited_pairs")),
         # Grafana's date units take milliseconds.
-        ("G", "diverging since", per_pair("goodhart_divergence_since_timestamp_seconds", "1000 * ")),
+        ("G", "diverging since", per_pair("goodhart_divergence_started_timestamp_seconds", "1000 * ")),
+        ("H", "raised at", per_pair("goodhart_divergence_raised_timestamp_seconds", "1000 * ")),
     ]
     rename = {f"Value #{ref}": name for ref, name, _ in queries}
     return {
         "type": "table", "title": "Pairs now",
         "description": "Every proxy → audit pair and segment as of now: detector state, estimated gap "
                        "(audit units; positive = audits below what the proxy promises), decision "
-                       "statistic and its alarm threshold, pairs used and stored, and when the current "
-                       "excursion started.",
+                       "statistic and its alarm threshold, pairs used and stored, when the divergence "
+                       "started (estimate) and when its state was raised.",
         "datasource": DS,
         "targets": [target(e, ref=r, instant=True, fmt="table") for r, _, e in queries],
         "transformations": [
@@ -156,10 +157,11 @@ def pairs_table() -> dict[str, Any]:
                 by_name("gap", [{"id": "decimals", "value": 3}]),
                 by_name("statistic", [{"id": "decimals", "value": 2}]),
                 by_name("threshold", [{"id": "decimals", "value": 2}]),
-                by_name("diverging since", [
+                *(by_name(name, [
                     {"id": "unit", "value": "dateTimeAsIso"},
                     {"id": "mappings", "value": [{"type": "value",
-                                                  "options": {"0": {"text": "-", "index": 0}}}]}]),
+                                                  "options": {"0": {"text": "-", "index": 0}}}]}])
+                  for name in ("diverging since", "raised at")),
             ],
         },
         "options": {"showHeader": True, "cellHeight": "sm",

@@ -96,3 +96,16 @@ def test_the_placeholder_detectors_events_keep_their_keys() -> None:
     events = _events(PlaceholderDetector(reference_size=50, window=50))
     assert list(events[0]) == [*FIXED, "reason", "samples"]
     assert {tuple(e) for e in events[1:]} == {(*FIXED, "gap", "samples"), (*FIXED, "reason", "gap", "samples")}
+
+
+def test_a_state_change_reads_as_one_sentence_with_both_times_and_the_rank() -> None:
+    from agent.explain import sentence
+
+    event = {"ts": 1_790_000_600.0, "since": 1_790_000_000.0, "proxy": "thumbs_up", "audit": "rubric",
+             "segment": "*", "previous": "warn", "state": "alarm", "reason": "proxy_inflated",
+             "excursion_gap": 0.4, "rank": 1, "ranked_of": 2}
+    text = sentence(event)
+    assert text.startswith("thumbs_up vs rubric [*]: warn -> ALARM (proxy_inflated, audit 0.40 below")
+    assert "started " in text and ", raised " in text
+    assert "proxy 1 of 2 in alarm against rubric" in text
+    assert "started" not in sentence({**event, "state": "ok", "previous": "alarm"})

@@ -157,6 +157,8 @@ def test_http_surface(tmp_path: Path, agent_factory: Any) -> None:
     assert bad.status_code == 400
     ok = requests.post(agent.url + "/v1/rebaseline", json={"proxy": "thumbs_up"}, timeout=5)
     assert ok.status_code == 200 and ok.json()["rebaselined"] is True
+    typo = requests.post(agent.url + "/v1/rebaseline", json={"proxy": "thumbsup"}, timeout=5)
+    assert typo.status_code == 404 and typo.json() == {"error": "no such proxy 'thumbsup'"}
     events = requests.get(agent.url + "/v1/events", timeout=5).json()["events"]
     assert any(e.get("event") == "rebaseline" for e in events)
 
@@ -174,6 +176,8 @@ def test_rebaseline_cli_online_offline_and_never_behind_a_running_daemons_back(t
     agent: AgentProcess = agent_factory(config).start()
     online = rebaseline_cli(config, "--url", agent.url, "--proxy", "thumbs_up")
     assert online.returncode == 0 and "rebaselined through" in online.stdout
+    typo = rebaseline_cli(config, "--url", agent.url, "--proxy", "thumbsup")
+    assert typo.returncode == 2 and "no such proxy 'thumbsup'" in typo.stderr
     unreachable = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1 and "does not answer" in unreachable.stderr
     second: AgentProcess = agent_factory(config)
@@ -183,3 +187,5 @@ def test_rebaseline_cli_online_offline_and_never_behind_a_running_daemons_back(t
     assert agent.terminate() == 0
     offline = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}")
     assert offline.returncode == 0 and "rebaselined in the store" in offline.stdout
+    typo = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}", "--segment", "biling")
+    assert typo.returncode == 2 and "no such segment 'biling'" in typo.stderr

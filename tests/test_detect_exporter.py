@@ -24,7 +24,8 @@ class _Detectors(Collector):
         self.agent = AgentCollector(SimpleNamespace(snapshot=snapshot))  # type: ignore[arg-type]
 
     def collect(self) -> Any:
-        return self.agent._detectors()
+        yield from self.agent._detectors()
+        yield from self.agent._times()
 
 
 def _registry(**snapshot: Any) -> CollectorRegistry:
@@ -36,7 +37,7 @@ def _registry(**snapshot: Any) -> CollectorRegistry:
 def test_estimates_become_the_gap_and_correlation_series() -> None:
     verdict = Verdict("alarm", 14.0, 13.0, "audit_dropped",
                       Estimates(samples=180, gap=0.3, gap_lower=0.1, gap_upper=0.5, warn_threshold=9.0,
-                                rank_corr_reference=0.6, rank_corr_window=math.nan))
+                                rank_corr_reference=0.6, rank_corr_window=math.nan, since=2.0))
     registry = _registry(verdicts={KEY: verdict}, states={KEY: "alarm"}, since={KEY: 5.0})
     value = registry.get_sample_value
     assert value("goodhart_divergence_gap", LABELS) == 0.3
@@ -46,7 +47,16 @@ def test_estimates_become_the_gap_and_correlation_series() -> None:
     assert value("goodhart_detector_samples", LABELS) == 180.0
     assert value("goodhart_rank_correlation", {**LABELS, "period": "reference"}) == 0.6
     assert value("goodhart_rank_correlation", {**LABELS, "period": "window"}) is None  # unknown: no sample
-    assert value("goodhart_divergence_since_timestamp_seconds", LABELS) == 5.0
+    assert value("goodhart_divergence_started_timestamp_seconds", LABELS) == 2.0  # the detector's estimate
+    assert value("goodhart_divergence_raised_timestamp_seconds", LABELS) == 5.0  # when the state was entered
+    assert value("goodhart_divergence_since_timestamp_seconds", LABELS) == 5.0  # deprecated, until 0.3.0
+
+
+def test_both_times_are_zero_while_ok() -> None:
+    verdict = Verdict("ok", 1.0, 13.0, "", Estimates(since=2.0))
+    registry = _registry(verdicts={KEY: verdict}, states={KEY: "ok"}, since={KEY: 5.0})
+    assert registry.get_sample_value("goodhart_divergence_started_timestamp_seconds", LABELS) == 0.0
+    assert registry.get_sample_value("goodhart_divergence_raised_timestamp_seconds", LABELS) == 0.0
 
 
 def test_a_warming_up_verdict_exports_nan_estimates_and_zero_samples_when_it_has_none() -> None:

@@ -119,3 +119,35 @@ def test_segments_beyond_the_maximum_fold_into_other_and_stay_folded_after_a_res
     again.detect()
     counts = again.view.store_stats().pair_counts
     assert counts[("thumbs_up", "resolved", "other")] == 3 and counts[("thumbs_up", "resolved", "b")] == 2
+
+
+def test_when_two_proxies_alarm_against_one_audit_the_one_that_rose_is_ranked_first() -> None:
+    """A gamed proxy rises while the audit falls; a second proxy stays put and only sees the drop."""
+    import numpy as np
+
+    config = config_from_mapping({
+        "proxies": [{"name": "gamed", "field": "proxy.gamed"}, {"name": "steady", "field": "proxy.steady"}],
+        "audits": [{"name": "rubric", "field": "audit.rubric"}],
+        "detection": {"reference_pairs": 100}}, {})
+    clock = VirtualClock(1_790_000_000.0)
+    pipeline = Pipeline(config, Store(":memory:"), clock)
+    rng = np.random.default_rng(3)
+    events: list[dict[str, Any]] = []
+    for i in range(1500):
+        clock.advance_to(1_790_000_000.0 + i)
+        quality = rng.normal()
+        after = i >= 300
+        record = {"id": f"r{i}", "ts": clock.now(),
+                  "proxy": {"gamed": quality + rng.normal(0, 0.5) + (2.5 if after else 0.0),
+                            "steady": quality + rng.normal(0, 0.5)},
+                  "audit": {"rubric": quality + rng.normal(0, 0.5) - (0.8 if after else 0.0)}}
+        pipeline.ingest_items("test", [record])
+        if i % 10 == 0:
+            events += pipeline.detect()
+    alarms = {e["proxy"]: e for e in events if e["state"] == "alarm"}
+    assert set(alarms) == {"gamed", "steady"}
+    ranked = [e for e in alarms.values() if "rank" in e]
+    assert ranked, "the second alarm against the same audit must carry a rank"
+    assert all((e["rank"] == 1) == (e["proxy"] == "gamed") for e in ranked)
+    assert all(e["ranked_of"] == 2 for e in ranked)
+    pipeline.store.close()
