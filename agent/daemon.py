@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,19 @@ class Agent:
             self.state_lock = StateLock(state_dir).acquire()
         except StateDirBusy as err:
             raise ConfigError([f"state_dir: {err}"]) from None
-        self.store = Store(state_dir)
+        except OSError as err:  # read-only or foreign-owned directory
+            raise ConfigError([f"state_dir: cannot lock {state_dir}: {err.strerror}"]) from None
+        try:
+            self.store = Store(state_dir)
+        except sqlite3.Error as err:
+            self.state_lock.release()
+            raise ConfigError([f"state_dir: cannot open the store in {state_dir}: {err}"]) from None
         self._stopping = threading.Event()
         host, port = parse_listen(listen or config.listen)
-        self.server = HttpServer(host, port)
+        try:
+            self.server = HttpServer(host, port)
+        except OSError as err:
+            raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
         self.scheduler = LiveScheduler(Jobs())
         self.wired = wire(config, self.store, WallClock(), self.scheduler,
                           lambda ingest: build_source(config, self.store, ingest, self.server),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -118,13 +119,22 @@ def test_missing_required_sections_are_named(tmp_path: Path) -> None:
     assert "audits: Field required" in result.stderr
 
 
-def test_unreadable_and_malformed_files_exit_2(tmp_path: Path) -> None:
+def test_unreadable_malformed_and_duplicate_key_files_exit_2_naming_the_file(tmp_path: Path) -> None:
     missing = check_config(tmp_path / "nope.yaml")
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
     broken = tmp_path / "broken.yaml"
-    broken.write_text("proxies: [\n")
+    broken.write_text("proxies: [\n  - a\n")
     result = check_config(broken)
-    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{broken}: not valid YAML at line 2, column 3: expected the node content")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("proxies:\n  - {name: a, field: proxy.a}\naudits:\n  - {name: b, field: audit.b}\n"
+                     "detection:\n  reference_pairs: 50\n  reference_pairs: 500\n")
+    result = check_config(twice)  # the second value would silently win
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"{twice}: not valid YAML at line 7, column 3: duplicate key "
+                                     "'reference_pairs' (first at line 6)")
 
 
 def test_duplicate_metric_names_are_rejected() -> None:
@@ -155,10 +165,33 @@ def test_environment_overrides_apply_and_are_validated(tmp_path: Path) -> None:
 def test_run_without_a_source_fails_at_start_with_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "minimal.yaml"
     path.write_text(MINIMAL_CONFIG + f"state_dir: {tmp_path / 'state'}\n")
-    result = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path), "--listen", "127.0.0.1:0"],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("source: required for run")
+
+
+def run_briefly(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_taken_address_and_an_unwritable_state_dir_are_named_at_start(tmp_path: Path) -> None:
+    records = tmp_path / "outputs.jsonl"
+    records.touch()
+    path = tmp_path / "agent.yaml"
+    path.write_text(MINIMAL_CONFIG + f"state_dir: {tmp_path / 'state'}\nsource: {{type: jsonl, path: {records}}}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_briefly(path, "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    # /proc/1 exists but nobody, root included, can create a lock file in it
+    path.write_text(MINIMAL_CONFIG + f"state_dir: /proc/1\nsource: {{type: jsonl, path: {records}}}\n")
+    result = run_briefly(path, "--listen", "127.0.0.1:0")
+    assert result.returncode == 2 and result.stderr.startswith("state_dir: cannot lock /proc/1: ")
 
 
 def test_bad_usage_exits_2() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+import pytest
 
 from agent.config import config_from_mapping
 from agent.records import Record, RecordParser, Rejection
@@ -223,12 +226,20 @@ def test_over_long_lines_are_counted_once_and_skipped(tmp_path: Path) -> None:
     assert second.items == [b"after"] and second.too_large == 0
 
 
-def test_missing_file_is_down_until_it_appears(tmp_path: Path) -> None:
+def test_missing_file_is_down_counted_and_said_once_until_it_appears(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "later.jsonl"
     source = JsonlSource(path, 1024)
-    assert drain(source) == [] and not source.up
-    path.write_bytes(b"1\n")
-    assert drain(source) == [b"1"] and source.up
+    assert source.errors["missing"] == 0  # exported from the start
+    with caplog.at_level(logging.INFO, logger="agent.sources.jsonl"):
+        for _ in range(3):
+            assert drain(source) == [] and not source.up
+        assert source.errors["missing"] == 1  # a misspelled path is counted, once, not per tick
+        assert [r.getMessage() for r in caplog.records] == ["source file does not exist (yet): waiting for it"]
+        assert caplog.records[0].fields == {"path": str(path)}  # type: ignore[attr-defined]
+        path.write_bytes(b"1\n")
+        assert drain(source) == [b"1"] and source.up
+        assert caplog.records[-1].getMessage() == "source file is readable"
 
 
 def test_a_batch_that_fills_up_mid_chunk_loses_nothing(tmp_path: Path) -> None:

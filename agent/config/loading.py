@@ -79,18 +79,36 @@ def config_from_mapping(tree: Any, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(_format_errors(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: the second would silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_tree(path: str | Path) -> Any:
-    """The parsed YAML of a config file (``{}`` when empty); ConfigError when unreadable or not YAML."""
+    """The parsed YAML of a config file (``{}`` when empty); ConfigError naming the file when it is
+    unreadable, not YAML (with line, column and what is wrong) or gives a key twice."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError([f"(file): cannot read {path}: {err.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError([f"(file): not valid YAML{where}"]) from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
     return tree if tree is not None else {}
 
 

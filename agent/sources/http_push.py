@@ -108,7 +108,7 @@ class HttpPushSource(Source):
             try:
                 server = HttpServer(host, port, max_body=max_body_bytes)
             except OSError as err:
-                raise RuntimeError(f"source.listen {listen}: {err.strerror}") from None
+                raise ConfigError([f"source.listen: cannot listen on {listen}: {err.strerror}"]) from None
             if token is None and not _is_loopback(host):
                 log.warning("push endpoint listens beyond localhost without a token",
                             extra={"fields": {"listen": listen}})

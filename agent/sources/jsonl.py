@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.sources.base import Batch, Source
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 FINGERPRINT_BYTES = 128
@@ -48,7 +51,9 @@ class JsonlSource(Source):
                  monotonic: Callable[[], float] = time.monotonic, name: str = "jsonl") -> None:
         super().__init__()
         self.name = name
-        self.errors = {"unreadable": 0}  # every reason exported from the start, at zero
+        self.errors = {"unreadable": 0, "missing": 0}  # every reason exported from the start, at zero
+        self._missing = False  # the path does not exist (said once, counted once per disappearance)
+        self._unreadable = False  # the path cannot be opened (counted per attempt, said once)
         self.path = Path(path)
         self.max_line_bytes = max_line_bytes
         self.rotation_grace_seconds = rotation_grace_seconds
@@ -89,11 +94,23 @@ class JsonlSource(Source):
             handle = open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
         except FileNotFoundError:
             self._up = False
+            if not self._missing:  # a misspelled path must not look like a quiet stream
+                self._missing = True
+                self.count_error("missing")
+                log.warning("source file does not exist (yet): waiting for it",
+                            extra={"fields": {"path": str(self.path)}})
             return False
-        except OSError:
+        except OSError as err:
             self.count_error("unreadable")
+            if not self._unreadable:
+                self._unreadable = True
+                log.warning("source file cannot be read", extra={"fields": {"path": str(self.path),
+                                                                            "error": err.strerror}})
             self._up = False
             return False
+        if self._missing or self._unreadable:
+            self._missing = self._unreadable = False
+            log.info("source file is readable", extra={"fields": {"path": str(self.path)}})
         self._adopt(handle, os.fstat(handle.fileno()).st_ino)
         return True
 
