@@ -49,7 +49,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for block in (self._build, self._records, self._health, self._detectors, self._times, self._pairs,
-                      self._means, self._validity, self._computed, self._jobs, self._store, *self.extra):
+                      self._means, self._validity, self._computed, self._fields, self._jobs, self._store, *self.extra):
             try:
                 yield from block()
             except Exception:  # a scrape never fails as a whole
@@ -234,6 +234,19 @@ class AgentCollector(Collector):
             if info is not None:
                 models.add_metric([name], info)
         yield models
+
+    def _fields(self) -> Iterator[Metric]:
+        """Configured field paths absent from records: a typo in a path shows up here (agent/records.py)."""
+        checked, absent = self.view.field_presence()
+        total = CounterMetricFamily("goodhart_field_checked", "Records with an id whose configured fields were"
+                                    " looked up, since start.")
+        total.add_metric([], float(checked))
+        missing = CounterMetricFamily("goodhart_field_absent", "Records (with an id) lacking a configured field"
+                                      " path, since start, by kind (proxy, audit, segment) and name.",
+                                      labels=["kind", "name"])
+        for (kind, name), count in sorted(absent.items()):
+            missing.add_metric([kind, name], float(count))
+        yield from (total, missing)
 
     def _means(self) -> Iterator[Metric]:
         proxy = GaugeMetricFamily("goodhart_proxy_mean", "Window mean of a proxy, in its own units.",

@@ -9,6 +9,7 @@ counts it and moves on, so one bad line never stops a stream.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 from agent.compute import ComputeFailure, Computer, build_computers
 from agent.config import Config
 from agent.core import lookup, parse_timestamp
+
+log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 MAX_SEGMENT_LENGTH = 128
@@ -75,6 +78,37 @@ def _metric(value: Any) -> float | None:
     raise ValueError("not a finite number")
 
 
+#: records after which a configured field that was never present is logged (once)
+FIELD_CHECK_RECORDS = 1000
+
+
+class FieldPresence:
+    """How often each configured field path is absent, over the records that have an id.
+
+    A field absent from every one of the first :data:`FIELD_CHECK_RECORDS` records is logged once
+    with its key path: a typo in a ``field:`` path must not leave a pair warming up forever in
+    silence. (An audit field may legitimately be rare, audited outputs being a sample; never once
+    in a thousand records is still worth a line.)
+    """
+
+    def __init__(self, fields: list[tuple[str, str, str]], check_after: int = FIELD_CHECK_RECORDS) -> None:
+        self.fields = fields  # (kind, name, key path of the setting)
+        self.records = 0
+        self.absent: dict[tuple[str, str], int] = {(kind, name): 0 for kind, name, _ in fields}
+        self.check_after = check_after
+
+    def count(self, kind: str, name: str) -> None:
+        self.absent[(kind, name)] += 1
+
+    def record_done(self) -> None:
+        self.records += 1
+        if self.records == self.check_after:
+            for kind, name, key in self.fields:
+                if self.absent[(kind, name)] == self.records:
+                    log.warning("configured field absent from every record so far: check its path",
+                                extra={"fields": {"key": key, "records": self.records, kind: name}})
+
+
 class RecordParser:
     """Turns raw bytes or decoded objects into :class:`Record` or :class:`Rejection`.
 
@@ -89,6 +123,10 @@ class RecordParser:
         self.computers = dict(computers) if computers is not None else build_computers(config)
         self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
         self._segment_field = config.segments.field if config.segments else None
+        self.presence = FieldPresence(
+            [("proxy", p.name, f"proxies.{i}.field: {p.field}") for i, p in enumerate(config.proxies) if p.field]
+            + [("audit", a.name, f"audits.{i}.field: {a.field}") for i, a in enumerate(config.audits) if a.field]
+            + ([("segment", "segment", f"segments.field: {self._segment_field}")] if self._segment_field else []))
 
     def parse_line(self, line: bytes | str) -> Record | Rejection:
         raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
@@ -115,6 +153,12 @@ class RecordParser:
             return Rejection("no_id")
         if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH:
             return Rejection("bad_id")
+        try:
+            return self._parse_fields(obj, rid)
+        finally:
+            self.presence.record_done()
+
+    def _parse_fields(self, obj: dict[str, Any], rid: str) -> Record | Rejection:
         ts_value = lookup(obj, self.config.ts_field)
         ts: float | None = None
         if ts_value is not None:
@@ -125,7 +169,9 @@ class RecordParser:
         segment = None
         if self._segment_field is not None:
             seg_value = lookup(obj, self._segment_field)
-            if seg_value is not None:
+            if seg_value is None:
+                self.presence.count("segment", "segment")
+            else:
                 if isinstance(seg_value, bool) or not isinstance(seg_value, str | int | float):
                     return Rejection("bad_segment")
                 segment = str(seg_value)
@@ -133,7 +179,7 @@ class RecordParser:
                     return Rejection("bad_segment")
         proxies: dict[str, float] = {}
         audits: dict[str, float] = {}
-        for target, fields in ((proxies, self._proxies), (audits, self._audits)):
+        for kind, target, fields in (("proxy", proxies, self._proxies), ("audit", audits, self._audits)):
             for name, path in fields:
                 try:
                     value = _metric(lookup(obj, path))
@@ -141,6 +187,8 @@ class RecordParser:
                     return Rejection("bad_metric", name)
                 if value is not None:
                     target[name] = value
+                else:
+                    self.presence.count(kind, name)
         problems = self._compute(obj, proxies)
         if not proxies and not audits:
             return Rejection("no_metrics", problems=problems)

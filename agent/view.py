@@ -60,6 +60,11 @@ class PipelineView:
     def computers(self) -> Mapping[str, Computer]:
         return self._ingester.parser.computers
 
+    def field_presence(self) -> tuple[int, dict[tuple[str, str], int]]:
+        """(records with an id parsed since start, how many of them lacked each configured field)."""
+        presence = self._ingester.parser.presence
+        return presence.records, dict(presence.absent)
+
     def window_means(self) -> dict[tuple[str, ...], float]:
         return self._means.means(self._clock.now())
 

@@ -381,6 +381,15 @@ def panels() -> list[dict[str, Any]]:
                          "overrides": []},
          "options": {"showHeader": True, "cellHeight": "sm"}}, 12, 7)
 
+    add(timeseries("Configured fields absent",
+                   "Share of records (with an id) that lack each configured field path, by kind (proxy, audit, "
+                   "segment) and name. Near 1 for a proxy or the segment: check the path for a typo (the agent "
+                   "also logs it once after 1,000 records). Audits are often rare: they arrive as late labels.",
+                   [target(f"sum by (kind, name) (rate(goodhart_field_absent_total{{{TARGET}}}[$__rate_interval]))"
+                           f" / ignoring (kind, name) group_left sum(rate(goodhart_field_checked_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "{{kind}} {{name}}")],
+                   unit="percentunit", min_=0), 24, 6)
+
     add(row("Health"), 24, 1)
     add(state_timeline("Source, judge and store health",
                        "Reachability of the record source, each judge and grader, and the store.",

@@ -54,6 +54,9 @@ def test_series_come_from_the_pipeline_state(pipeline: Pipeline) -> None:
     assert value("goodhart_audited_pairs", {**pair, "segment": "billing"}) == 30
     assert value("goodhart_divergence_alarm", pair) == 0
     assert value("goodhart_job_runs_total", {"task": "detect"}) == 1
+    assert value("goodhart_field_checked_total") == 31  # records with an id; the duplicate too
+    assert value("goodhart_field_absent_total", {"kind": "segment", "name": "segment"}) == 1
+    assert value("goodhart_field_absent_total", {"kind": "audit", "name": "resolved"}) == 1
     assert value("goodhart_up", {"component": "source"}) == 1
     assert value("goodhart_build_info", {"version": __import__("agent").__version__}) == 1
 

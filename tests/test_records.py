@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -81,3 +82,25 @@ def test_null_metric_means_absent_and_numbers_become_segments() -> None:
     assert isinstance(rec, Record)
     assert rec.proxies == {"seconds": 5.0}
     assert rec.segment == "3"
+
+
+def test_a_field_path_absent_from_every_record_is_counted_and_logged_once_with_its_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from agent.records import FIELD_CHECK_RECORDS
+
+    config = config_from_mapping({"proxies": [{"name": "thumbs_up", "field": "proxy.thumbsup"},  # typo
+                                              {"name": "seconds", "field": "proxy.seconds"}],
+                                  "audits": [{"name": "resolved", "field": "audit.resolved"}],
+                                  "segments": {"field": "labels.segment"}}, {})
+    parser = RecordParser(config)
+    with caplog.at_level(logging.WARNING, logger="agent.records"):
+        for i in range(FIELD_CHECK_RECORDS + 5):
+            parser.parse_object({"id": f"r{i}", "proxy": {"thumbs_up": 1, "seconds": 3},
+                                 "audit": {"resolved": 1} if i % 2 else {}, "labels": {"segment": "billing"}})
+    presence = parser.presence
+    assert presence.records == FIELD_CHECK_RECORDS + 5
+    assert presence.absent == {("proxy", "thumbs_up"): FIELD_CHECK_RECORDS + 5, ("proxy", "seconds"): 0,
+                               ("audit", "resolved"): (FIELD_CHECK_RECORDS + 5 + 1) // 2, ("segment", "segment"): 0}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once, for the one field never present; not for the audit present in half
+    assert warnings[0].fields["key"] == "proxies.0.field: proxy.thumbsup"  # type: ignore[attr-defined]
