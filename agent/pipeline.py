@@ -11,6 +11,7 @@ a rebaseline never sees half a step; scrapes read :attr:`view` and never wait fo
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -91,22 +92,63 @@ class Pipeline:
 
     def store_items(self, source_name: str, items: Sequence[Item], too_large: int = 0,
                     offset: dict[str, Any] | None = None) -> IngestResult:
-        """Store raw, decoded or already parsed items, and the source offset after them, in one transaction."""
-        result = IngestResult()
+        """Store raw, decoded or already parsed items, and the source offset after them, in one transaction.
+
+        One record the store refuses must not stop a stream (the batch would fail on every retry):
+        such a batch is stored again one record at a time, and only the records the store still
+        refuses are rejected as ``unstorable``. A store that refuses everything (disk full, locked)
+        raises, and the source retries the batch later.
+        """
         with self.lock:
             try:
-                with self.counters.counting() as tally:
-                    self.ingester.store_items(source_name, items, self.clock.now(), tally, result)
-                    if too_large:
-                        tally.count("records_total", too_large, source=source_name)
-                        tally.count("records_rejected_total", too_large, reason="too_large")
-                        result.rejected["too_large"] = result.rejected.get("too_large", 0) + too_large
-                    if offset is not None:
-                        self.store.set_offset(source_name, offset)
+                return self._store_batch(source_name, items, too_large, offset)
+            except sqlite3.OperationalError:
+                raise  # the store as a whole: nothing to isolate
             except Exception:
-                self.ingester.segments.forget_uncommitted()
-                raise
+                if len(items) <= 1 and offset is None and not too_large:
+                    raise
+                log.exception("a batch failed to store: storing it record by record",
+                              extra={"fields": {"source": source_name, "records": len(items)}})
+                return self._store_one_by_one(source_name, items, too_large, offset)
+
+    def _store_batch(self, source_name: str, items: Sequence[Item], too_large: int,
+                     offset: dict[str, Any] | None) -> IngestResult:
+        result = IngestResult()
+        try:
+            with self.counters.counting() as tally:
+                self.ingester.store_items(source_name, items, self.clock.now(), tally, result)
+                if too_large:
+                    tally.count("records_total", too_large, source=source_name)
+                    tally.count("records_rejected_total", too_large, reason="too_large")
+                    result.rejected["too_large"] = result.rejected.get("too_large", 0) + too_large
+                if offset is not None:
+                    self.store.set_offset(source_name, offset)
+        except Exception:
+            self.ingester.segments.forget_uncommitted()
+            raise
         return result
+
+    def _store_one_by_one(self, source_name: str, items: Sequence[Item], too_large: int,
+                          offset: dict[str, Any] | None) -> IngestResult:
+        total = IngestResult()
+        for item in items:
+            try:
+                one = self._store_batch(source_name, [item], 0, None)
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                one = IngestResult(rejected={"unstorable": 1})
+                with self.counters.counting() as tally:
+                    tally.count("records_total", source=source_name)
+                    tally.count("records_rejected_total", reason="unstorable")
+            total.accepted += one.accepted
+            total.joined += one.joined
+            for reason, n in one.rejected.items():
+                total.rejected[reason] = total.rejected.get(reason, 0) + n
+        last = self._store_batch(source_name, [], too_large, offset)  # what the source may move past
+        for reason, n in last.rejected.items():
+            total.rejected[reason] = total.rejected.get(reason, 0) + n
+        return total
 
     def ingest_items(self, source_name: str, items: Iterable[bytes | dict[str, Any]]) -> IngestResult:
         """Store decoded or raw items (a push or a pull page) in one transaction."""

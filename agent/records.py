@@ -26,16 +26,17 @@ MAX_SEGMENT_LENGTH = 128
 
 #: Every reason a record can be rejected for; the exporter pre-declares them all at zero.
 REJECT_REASONS: tuple[str, ...] = (
-    "not_json",       # not decodable as UTF-8 JSON
+    "not_json",       # not decodable as UTF-8 JSON (or an integer literal over 4,300 digits)
     "not_object",     # JSON, but not an object
     "too_large",      # above limits.max_record_bytes
     "no_id",          # id missing or empty
-    "bad_id",         # id not a string, or longer than 256 characters
+    "bad_id",         # id not a string, longer than 256 characters, or with a lone surrogate
     "bad_timestamp",  # ts neither epoch seconds nor RFC 3339
-    "bad_metric",     # a proxy or audit value that is not a finite number
-    "bad_segment",    # segment value not a string or number, or too long
+    "bad_metric",     # a proxy or audit value that is not a finite number (10**400 included)
+    "bad_segment",    # segment value not a string or number, too long, or with a lone surrogate
     "no_metrics",     # neither a proxy nor an audit value present
     "duplicate",      # an output with an id already seen (harmless re-delivery)
+    "unstorable",     # valid, yet the store refused it (isolated so the rest of its batch goes on)
 )
 
 
@@ -72,10 +73,22 @@ def _metric(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range, e.g. 10**400
+            raise ValueError("not a finite number") from None
         if math.isfinite(number):
             return number
     raise ValueError("not a finite number")
+
+
+def _is_text(value: str) -> bool:
+    """Whether a string can be stored: JSON allows lone surrogates (``"\\ud800"``), UTF-8 does not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: records after which a configured field that was never present is logged (once)
@@ -134,7 +147,7 @@ class RecordParser:
             return Rejection("too_large", f"{len(raw)} bytes")
         try:
             obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or an integer over 4,300 digits
             return Rejection("not_json")
         return self.parse_object(obj)
 
@@ -151,7 +164,7 @@ class RecordParser:
         rid = lookup(obj, self.config.id_field)
         if rid is None or rid == "":
             return Rejection("no_id")
-        if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH:
+        if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH or not _is_text(rid):
             return Rejection("bad_id")
         try:
             return self._parse_fields(obj, rid)
@@ -175,7 +188,7 @@ class RecordParser:
                 if isinstance(seg_value, bool) or not isinstance(seg_value, str | int | float):
                     return Rejection("bad_segment")
                 segment = str(seg_value)
-                if not segment or len(segment) > MAX_SEGMENT_LENGTH:
+                if not segment or len(segment) > MAX_SEGMENT_LENGTH or not _is_text(segment):
                     return Rejection("bad_segment")
         proxies: dict[str, float] = {}
         audits: dict[str, float] = {}

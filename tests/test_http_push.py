@@ -90,6 +90,18 @@ def test_a_json_array_is_stored_with_rejections_counted_by_reason(make_pushed: A
     assert p.pipeline.counters.value("records_rejected_total", reason="duplicate") == 1
 
 
+def test_poison_records_are_rejected_alone_and_the_push_is_accepted(make_pushed: Any) -> None:
+    """A lone surrogate or a 10**400 once made the whole push 503 (retry later) or 500, valid records
+    included, so a well-behaved client retried the poison forever."""
+    p = make_pushed()
+    body = ndjson([record("v1", T0), b'{"id": "b\\ud800", "proxy": {"thumbs_up": 1}}',
+                   b'{"id": "big", "proxy": {"thumbs_up": 1' + b"0" * 400 + b"}}", record("v2", T0)])
+    resp = p.post(body, NDJSON)
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": 2, "rejected": 2, "reasons": {"bad_id": 1, "bad_metric": 1}}
+    assert p.store.get_output("v2") is not None
+
+
 @pytest.mark.parametrize("content_type", [NDJSON, "application/jsonl", "application/x-ndjson; charset=utf-8"])
 def test_ndjson_bodies_are_split_by_line_and_bad_lines_rejected(make_pushed: Any, content_type: str) -> None:
     p = make_pushed()

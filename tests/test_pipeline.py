@@ -151,3 +151,46 @@ def test_when_two_proxies_alarm_against_one_audit_the_one_that_rose_is_ranked_fi
     assert all((e["rank"] == 1) == (e["proxy"] == "gamed") for e in ranked)
     assert all(e["ranked_of"] == 2 for e in ranked)
     pipeline.store.close()
+
+
+POISON = {  # each once stopped a whole stream: the batch failed on every retry, valid records included
+    b'{"id": "b\\ud800", "proxy": {"thumbs_up": 1}}': "bad_id",  # a lone surrogate: JSON yes, UTF-8 no
+    b'{"id": "s", "labels": {"segment": "x\\udc00"}, "proxy": {"thumbs_up": 1}}': "bad_segment",
+    b'{"id": "big", "proxy": {"thumbs_up": 1' + b"0" * 400 + b"}}": "bad_metric",  # 10**400: no float
+    b'{"id": "long", "proxy": {"thumbs_up": ' + b"1" * 5000 + b"}}": "not_json",  # over 4,300 digits
+}
+
+
+def test_a_poison_record_is_rejected_alone_and_the_rest_of_its_batch_is_stored(tmp_path: Path) -> None:
+    pipeline, clock = make(tmp_path)
+    good = [f'{{"id": "ok{i}", "ts": {clock.now()}, "proxy": {{"thumbs_up": 1}}}}'.encode() for i in range(3)]
+    result = pipeline.store_items("jsonl", [good[0], *POISON, good[1], good[2]], offset={"offset": 99})
+    assert result.accepted == 3
+    assert result.rejected == {reason: 1 for reason in POISON.values()}
+    assert pipeline.store.get_offset("jsonl") == {"offset": 99}  # the source moves past them
+    for reason in POISON.values():
+        assert pipeline.counters.value("records_rejected_total", reason=reason) == 1
+    pipeline.store.close()
+
+
+class RefusingStore(Store):
+    """A real store with one injected fault: it refuses to store one id (what no known record does)."""
+
+    def join_output(self, rid: str, *args: Any, **kwargs: Any) -> Any:
+        if rid == "refused":
+            raise ValueError("injected: this row cannot be stored")
+        return super().join_output(rid, *args, **kwargs)
+
+
+def test_a_record_the_store_refuses_is_isolated_and_counted_unstorable(tmp_path: Path) -> None:
+    config = config_from_mapping(BASE_CONFIG, {})
+    clock = VirtualClock(1_790_000_000.0)
+    pipeline = Pipeline(config, RefusingStore(tmp_path), clock)
+    items = [{"id": rid, "ts": clock.now(), "proxy": {"thumbs_up": 1}} for rid in ("a", "refused", "b")]
+    result = pipeline.store_items("http_push", items, offset={"cursor": 3})
+    assert (result.accepted, result.rejected) == (2, {"unstorable": 1})
+    assert pipeline.store.get_output("a") is not None and pipeline.store.get_output("b") is not None
+    assert pipeline.store.get_offset("http_push") == {"cursor": 3}
+    assert pipeline.counters.value("records_total", source="http_push") == 3
+    assert pipeline.counters.value("records_rejected_total", reason="unstorable") == 1
+    pipeline.store.close()
