@@ -28,9 +28,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from support import AgentProcess, free_port, wait_until, write_config
 
 from agent.demo_world import SupportBot
-from support import AgentProcess, free_port, wait_until, write_config
 
 OTLP_PROXIES = [
     {"name": "output_tokens", "field": "/attributes/gen_ai.usage.output_tokens", "direction": "lower"},

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import requests
+from support import BASE_CONFIG, AgentProcess, append_lines, free_port, label, record, wait_until, write_config
 
 from agent.config import ConfigError, config_from_mapping
 from agent.records import RecordParser
-from support import BASE_CONFIG, AgentProcess, append_lines, free_port, label, record, wait_until, write_config
 
 POINTER_CONFIG: dict[str, Any] = {
     "id_field": "/meta/id", "ts_field": "/meta/ts",
