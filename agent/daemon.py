@@ -18,7 +18,7 @@ from typing import Any
 from agent import __version__
 from agent.bank import Event, UnknownPair
 from agent.clock import WallClock
-from agent.config import Config, ConfigError, parse_listen
+from agent.config import Config, ConfigError, SourceConfig, parse_listen
 from agent.explain import sentence
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
@@ -27,6 +27,7 @@ from agent.sources.base import Ingest, Source
 from agent.sources.http_pull import HttpPullSource
 from agent.sources.http_push import HttpPushSource
 from agent.sources.jsonl import JsonlSource
+from agent.sources.otlp import OtlpSource
 from agent.statelock import StateDirBusy, StateLock
 from agent.store import Store
 from agent.wiring import wire
@@ -35,20 +36,45 @@ log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
 
 
-def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None) -> Source:
-    """The configured source; a push source serves on ``server`` (the agent's listener) when so configured."""
-    if config.source is None:
-        raise ConfigError(["source: required for run (type jsonl, http_push or http_pull)"])
-    if config.source.type == "jsonl":
-        if config.source.path is None:
-            raise ConfigError(["source.path: required when type is jsonl"])
-        return JsonlSource(config.source.path, config.limits.max_record_bytes, store.get_offset(JsonlSource.name),
-                           config.source.start_at, config.source.rotation_grace_seconds)
-    if config.source.type == "http_push":
-        return HttpPushSource.from_config(config, ingest, server)
-    if config.source.type == "http_pull":
-        return HttpPullSource.from_config(config, store.get_offset(HttpPullSource.name))
-    raise ConfigError([f"source.type: {config.source.type} is not available in this build"])
+def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None,
+                 settings: SourceConfig | None = None, key: str = "source") -> Source:
+    """One configured source (``settings``, default ``config.source``); a push source serves on ``server``
+    (the agent's listener) when so configured. ``key`` names it in errors (``sources.1``)."""
+    s = settings or config.source
+    if s is None:
+        raise ConfigError(["source: required for run (type jsonl, http_push, http_pull or otlp)"])
+    name = s.source_name
+    if s.type == "jsonl":
+        if s.path is None:
+            raise ConfigError([f"{key}.path: required when type is jsonl"])
+        made: Source = JsonlSource(s.path, config.limits.max_record_bytes, store.get_offset(name),
+                                   s.start_at, s.rotation_grace_seconds)
+    elif s.type == "http_push":
+        made = HttpPushSource.from_config(s, ingest, server, key)
+    elif s.type == "otlp":
+        made = OtlpSource.from_config(s, ingest, server, key)
+    elif s.type == "http_pull":
+        made = HttpPullSource.from_config(config, store.get_offset(name), s, key)
+    else:
+        raise ConfigError([f"{key}.type: {s.type} is not available in this build"])
+    made.name = name
+    return made
+
+
+def build_sources(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None) -> list[Source]:
+    """Every configured source: ``source:``, or each item of ``sources:`` (closing those already made
+    when a later one fails, so their ports are free again)."""
+    if config.sources is None:
+        return [build_source(config, store, ingest, server)]
+    made: list[Source] = []
+    try:
+        for index, settings in enumerate(config.sources):
+            made.append(build_source(config, store, ingest, server, settings, f"sources.{index}"))
+    except BaseException:
+        for source in made:
+            source.close()
+        raise
+    return made
 
 
 class Agent:
@@ -78,10 +104,10 @@ class Agent:
             raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
         self.scheduler = LiveScheduler(Jobs())
         self.wired = wire(config, self.store, WallClock(), self.scheduler,
-                          lambda ingest: build_source(config, self.store, ingest, self.server),
+                          lambda ingest: build_sources(config, self.store, ingest, self.server),
                           should_stop=self._stopping.is_set)
         self.pipeline = self.wired.pipeline
-        self.source = self.wired.source
+        self.sources = self.wired.sources
         self.pipeline.event_sinks.append(self._log_event)
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
         add_standard_routes(self.server, self.wired.registry(), self._ready, __version__)
@@ -129,7 +155,8 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.server.start()
-        self.source.start()
+        for source in self.sources:
+            source.start()
         self.scheduler.start()
         log.info("agent started", extra={"fields": {"listen": f"{self.server.httpd.server_address}",
                                                      "version": __version__, "state_dir": self.config.state_dir}})
@@ -142,7 +169,8 @@ class Agent:
         self.scheduler.jobs.run("detect", self.pipeline.detect)
         self.scheduler.jobs.run("checkpoint", self.pipeline.checkpoint)
         self.server.stop()
-        self.source.close()
+        for source in self.sources:
+            source.close()
         self.store.close()
         self.state_lock.release()
         log.info("agent stopped")

@@ -75,7 +75,7 @@ class Pipeline:
     def ingest(self, source: Source, max_batches: int | None = None) -> int:
         """Drain a source batch by batch; returns how many items were read."""
         total = batches = 0
-        max_items = self.config.source.max_batch_records if self.config.source else 5000
+        max_items = next((s.max_batch_records for s in self.config.source_list if s.source_name == source.name), 5000)
         while max_batches is None or batches < max_batches:
             batch = source.read(max_items)
             if not batch.items and not batch.too_large and batch.offset is None:

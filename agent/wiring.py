@@ -8,7 +8,7 @@ never the pipeline), the scheduled steps, and the metrics registry the exporter 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,7 +33,8 @@ class Scheduler(Protocol):
     def add(self, name: str, every: float, step: Step) -> None: ...
 
 
-SourceFactory = Callable[[Ingest], Source]
+#: makes the source (or several, ``sources:``) around the pipeline's ingest callable
+SourceFactory = Callable[[Ingest], Source | Sequence[Source]]
 
 
 @dataclass
@@ -44,13 +45,18 @@ class Wired:
     store: Store
     pipeline: Pipeline
     audits: AuditService | None
-    source: Source
+    sources: list[Source]
     jobs: Jobs
     components: dict[str, HealthCheck] = field(default_factory=dict)
 
+    @property
+    def source(self) -> Source:
+        """The first (with ``source:``, the only) source."""
+        return self.sources[0]
+
     def ingest_step(self) -> int:
-        """One bounded read of the source (the daemon's ``ingest`` job)."""
-        return self.pipeline.ingest(self.source, max_batches=INGEST_BATCHES_PER_RUN)
+        """One bounded read of each source (the daemon's ``ingest`` job)."""
+        return sum(self.pipeline.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
 
     def registry(self) -> CollectorRegistry:
         """A registry with the agent's collector: what ``/metrics`` serves."""
@@ -64,13 +70,26 @@ class Wired:
     def close(self) -> None:
         if self.audits is not None:
             self.audits.close()
-        self.source.close()
+        for source in self.sources:
+            source.close()
 
     def _source_metrics(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
-        for reason, count in sorted(self.source.errors.items()):
+        totals: dict[str, int] = {}
+        for source in self.sources:
+            for reason, count in source.errors.items():
+                totals[reason] = totals.get(reason, 0) + count
+        for reason, count in sorted(totals.items()):
             errors.add_metric([reason], float(count))
         yield errors
+        families: dict[str, Metric] = {}
+        for source in self.sources:  # one family per name, whichever sources add samples to it
+            for metric in source.collect():
+                if metric.name in families:
+                    families[metric.name].samples.extend(metric.samples)
+                else:
+                    families[metric.name] = metric
+        yield from families.values()
 
 
 def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_source: SourceFactory,
@@ -78,13 +97,17 @@ def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_
     """Build the pipeline around a source and schedule its steps on ``scheduler``."""
     pipeline = Pipeline(config, store, clock)
     audits = build_audits(config, pipeline, should_stop=should_stop)
-    source = make_source(pipeline.ingest_items)
+    made = make_source(pipeline.ingest_items)
+    sources = [made] if isinstance(made, Source) else list(made)
     s = config.schedule
     scheduler.add("detect", s.detect_seconds, pipeline.detect)
     scheduler.add("retention", s.retention_seconds, pipeline.retention)
     if audits is not None:
         scheduler.add("audit", s.audit_seconds, audits.step)
-    components: dict[str, HealthCheck] = {"source": lambda: source.up, "store": lambda: store.is_open}
+    components: dict[str, HealthCheck] = {"source": lambda: all(s.up for s in sources),
+                                          "store": lambda: store.is_open}
+    if len(sources) > 1:  # each by name too; "source" stays, up only when all are
+        components.update({f"source:{s.name}": (lambda s=s: s.up) for s in sources})  # type: ignore[misc]
     if audits is not None:
         components.update(audits.components())
-    return Wired(config, store, pipeline, audits, source, scheduler.jobs, components)
+    return Wired(config, store, pipeline, audits, sources, scheduler.jobs, components)

@@ -446,7 +446,7 @@ def test_check_config_names_the_pull_keys_at_fault(tmp_path: Path, capsys: pytes
     lines = capsys.readouterr().err.splitlines()
     assert "source.url: expected an http:// or https:// URL" in lines
     assert any(line.startswith("source.timeout_seconds: ") for line in lines)
-    assert "source.listen: only used when type is http_push, not http_pull" in lines
+    assert "source.listen: only used when type is http_push or otlp, not http_pull" in lines
     assert any(line.startswith("source.headers_env.X-Key: ") for line in lines)
     write_config(path, source={"type": "http_pull", "url": "https://logs.example/v1/records",
                                "backoff_initial_seconds": 60, "backoff_max_seconds": 10})

@@ -34,7 +34,8 @@ class Pushed:
                                       "source": {"type": "http_push", "listen": "127.0.0.1:0", **source}}, environ={})
         self.store = Store(tmp_path)
         self.pipeline = Pipeline(config, self.store, WallClock())
-        self.source = HttpPushSource.from_config(config, self.pipeline.ingest_items, None)
+        assert config.source is not None
+        self.source = HttpPushSource.from_config(config.source, self.pipeline.ingest_items, None)
         self.source.start()
         self.url = f"http://127.0.0.1:{self.source.port}/v1/records"
 
@@ -182,7 +183,7 @@ def test_a_token_env_that_is_not_set_stops_the_start(tmp_path: Path) -> None:
                                              "token_env": "GOODHART_TEST_UNSET_TOKEN"}}, environ={})
     store = Store(tmp_path)
     with pytest.raises(ConfigError) as err:
-        HttpPushSource.from_config(config, Pipeline(config, store, WallClock()).ingest_items, None)
+        HttpPushSource.from_config(config.source, Pipeline(config, store, WallClock()).ingest_items, None)
     store.close()
     assert err.value.problems == ["source.token_env: environment variable GOODHART_TEST_UNSET_TOKEN is not set"]
 

@@ -12,7 +12,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-DOTTED_PATH_PATTERN = r"^[^.\s]+(\.[^.\s]+)*$"
+#: a field path: a dotted path (``proxy.thumbs_up``, ``choices.0.text``) or a JSON Pointer (RFC 6901, starts
+#: with ``/``: ``/attributes/gen_ai.usage.output_tokens``); :func:`agent.core.resolve` reads both
+DOTTED_PATH_PATTERN = r"^(?:(?:/(?:[^/~]|~[01])*)+|[^.\s/][^.\s]*(?:\.[^.\s]+)*)$"
 DEFAULT_LISTEN = "0.0.0.0:10100"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]

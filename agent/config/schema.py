@@ -18,7 +18,8 @@ from agent.config.sources import SourceConfig
 
 class ProxyConfig(Strict):
     name: Name = Field(description="the proxy's name, used as a label value")
-    field: DottedPath | None = Field(default=None, description="dotted path to a number in the record")
+    field: DottedPath | None = Field(default=None,
+                                     description="field path (dotted or JSON Pointer) to a number in the record")
     compute: ComputeConfig | None = Field(default=None, description="or: computed from the record (see the cookbook)")
     direction: Literal["higher", "lower"] = Field("higher", description="which way the proxy calls better")
 
@@ -46,7 +47,7 @@ class AuditConfig(Strict):
 
 
 class SegmentsConfig(Strict):
-    field: DottedPath = Field(description="dotted path of the segment label")
+    field: DottedPath = Field(description="field path (dotted or JSON Pointer) of the segment label")
     max_values: int = Field(20, ge=1, le=1000, description="distinct values before folding into 'other'")
 
 
@@ -110,8 +111,10 @@ class ApiConfig(Strict):
 
 class Config(Strict):
     source: SourceConfig | None = None
-    id_field: DottedPath = Field("id", description="dotted path of the record id")
-    ts_field: DottedPath = Field("ts", description="dotted path of the record time")
+    sources: list[SourceConfig] | None = Field(
+        default=None, min_length=1, description="several sources, each with a unique name (instead of source)")
+    id_field: DottedPath = Field("id", description="field path (dotted or JSON Pointer) of the record id")
+    ts_field: DottedPath = Field("ts", description="field path (dotted or JSON Pointer) of the record time")
     proxies: list[ProxyConfig] = Field(min_length=1)
     audits: list[AuditConfig] = Field(min_length=1)
     segments: SegmentsConfig | None = None
@@ -141,6 +144,27 @@ class Config(Strict):
         if strat is not None and strat.proxy not in {p.name for p in self.proxies}:
             raise ValueError(f"audit_sampling.stratify.proxy: no proxy named {strat.proxy}")
         return self
+
+    @model_validator(mode="after")
+    def _one_source_form(self) -> Config:
+        if self.source is not None and self.sources is not None:
+            raise ValueError("set at most one of source, sources")
+        names = [s.source_name for s in self.sources or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: names must be unique (set name: on each): {', '.join(dupes)}")
+        shared = [(s.type, s.source_name) for s in self.sources or [] if s.listen == "shared"]
+        kinds = [kind for kind, _ in shared]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("sources: at most one source of each type may listen on 'shared'")
+        return self
+
+    @property
+    def source_list(self) -> list[SourceConfig]:
+        """Every configured source: ``sources``, or ``source`` as a one-item list (empty for replay-only configs)."""
+        if self.sources is not None:
+            return list(self.sources)
+        return [self.source] if self.source is not None else []
 
     @property
     def pair_count(self) -> int:

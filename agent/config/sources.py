@@ -1,4 +1,5 @@
-"""The ``source:`` section: where live records come from in ``run`` mode (jsonl, http_push, http_pull).
+"""The ``source:`` section (or each item of ``sources:``): where live records come from in ``run`` mode
+(jsonl, http_push, http_pull, otlp).
 
 Keys that only mean something for some source types are listed in ``SOURCE_KEY_TYPES``; setting one
 for another type is an error rather than a silently ignored value.
@@ -11,15 +12,18 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.config.base import DottedPath, EnvVarName, PositiveSeconds, Strict, check_listen
+from agent.config.base import DottedPath, EnvVarName, Name, PositiveSeconds, Strict, check_listen
 
 DEFAULT_PUSH_LISTEN = "127.0.0.1:10101"
+#: the OTLP/HTTP port the OpenTelemetry SDKs and the Collector's ``otlphttp`` exporter use by default
+DEFAULT_OTLP_LISTEN = "127.0.0.1:4318"
 PUSH_SHARED_LISTENER = "shared"
-_PUSH, _PULL = ("http_push",), ("http_pull",)
+_PUSH, _PULL, _OTLP = ("http_push", "otlp"), ("http_pull",), ("otlp",)
 #: source keys that only mean something for some types; setting one for another type is an error
 SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
     "path": ("jsonl",), "start_at": ("jsonl",), "rotation_grace_seconds": ("jsonl",),
     "listen": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH, "retry_after_seconds": _PUSH,
+    "max_decompressed_bytes": _OTLP, "span_ids_remembered": _OTLP,
     "token_env": (*_PUSH, *_PULL), "token_file": (*_PUSH, *_PULL),
     **dict.fromkeys(("url", "params", "headers", "headers_env", "headers_file", "cursor_param", "cursor_start",
                      "cursor_field", "cursor_record_field", "records_field", "poll_seconds", "timeout_seconds",
@@ -31,7 +35,8 @@ SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
 class SourceConfig(Strict):
     """Where live records come from in ``run`` mode."""
 
-    type: Literal["jsonl", "http_push", "http_pull"] = Field("jsonl", description="which kind of source")
+    type: Literal["jsonl", "http_push", "http_pull", "otlp"] = Field("jsonl", description="which kind of source")
+    name: Name | None = Field(None, description="the source's name (label value, offset key); default: its type")
     path: str | None = Field(None, description="JSONL file to follow (type jsonl)")
     start_at: Literal["beginning", "end"] = Field(
         "beginning", description="where a jsonl source starts when no offset is stored yet")
@@ -42,10 +47,17 @@ class SourceConfig(Strict):
     # http_push and http_pull: a bearer token (push: required from clients; pull: sent), never inline
     token_env: EnvVarName | None = Field(default=None, description="environment variable holding the bearer token")
     token_file: str | None = Field(default=None, description="file holding the bearer token (e.g. a mounted Secret)")
-    # http_push
-    listen: str = Field(default=DEFAULT_PUSH_LISTEN,
-                        description="HOST:PORT of the push listener, or 'shared' for the agent's main listener")
+    # http_push and otlp
+    listen: str | None = Field(
+        default=None, description="HOST:PORT of the push listener, or 'shared' for the agent's main listener "
+        f"(default {DEFAULT_PUSH_LISTEN} for http_push, {DEFAULT_OTLP_LISTEN} for otlp)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=256 << 20, description="largest push body (413 above)")
+    max_decompressed_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30,
+                                        description="largest OTLP body once gunzipped (413 above)")
+    span_ids_remembered: int = Field(
+        default=100_000, ge=0, le=10_000_000,
+        description="span id → record id pairs kept in memory, so a later evaluation log that names only its "
+        "span joins the output of a span with a gen_ai.response.id (otlp)")
     max_in_flight: int = Field(default=4, ge=1, le=256, description="pushes read and stored at once (429 above)")
     retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
     # http_pull
@@ -83,8 +95,8 @@ class SourceConfig(Strict):
 
     @field_validator("listen")
     @classmethod
-    def _listen_or_shared(cls, value: str) -> str:
-        return value if value == PUSH_SHARED_LISTENER else check_listen(value)
+    def _listen_or_shared(cls, value: str | None) -> str | None:
+        return value if value is None or value == PUSH_SHARED_LISTENER else check_listen(value)
 
     @field_validator("url")
     @classmethod
@@ -92,6 +104,16 @@ class SourceConfig(Strict):
         if value is not None and not re.match(r"^https?://[^/?#\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
         return value
+
+    @property
+    def source_name(self) -> str:
+        """Its name: the value of ``goodhart_records_total{source}`` and the key of its stored offset."""
+        return self.name or self.type
+
+    @property
+    def listen_address(self) -> str:
+        """Where a push source listens: ``listen``, or its type's default."""
+        return self.listen or (DEFAULT_OTLP_LISTEN if self.type == "otlp" else DEFAULT_PUSH_LISTEN)
 
     @model_validator(mode="after")
     def _required_per_type(self) -> SourceConfig:

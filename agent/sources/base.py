@@ -9,9 +9,11 @@ which the store's join by id makes harmless.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import Metric
 
 
 @dataclass
@@ -59,6 +61,10 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and sockets."""
+
+    def collect(self) -> Iterator[Metric]:
+        """The source's own series beyond ``goodhart_source_errors_total`` (none by default)."""
+        return iter(())
 
     @property
     def up(self) -> bool:

@@ -88,15 +88,17 @@ class HttpPullSource(Source):
             log.warning("TLS certificates of the pull URL are not verified", extra={"fields": {"url": self._where}})
 
     @classmethod
-    def from_config(cls, config: Config, offset: dict[str, Any] | None) -> HttpPullSource:
-        s = config.source
+    def from_config(cls, config: Config, offset: dict[str, Any] | None, settings: SourceConfig | None = None,
+                    key: str = "source") -> HttpPullSource:
+        """Built from ``settings`` (default ``config.source``); ``key`` is its path in the config, for errors."""
+        s = settings or config.source
         if s is None:
             raise ConfigError(["source: required"])
         headers = dict(s.headers)
         for name, var in s.headers_env.items():
-            headers[name] = from_env(var, f"source.headers_env.{name}")
+            headers[name] = from_env(var, f"{key}.headers_env.{name}")
         for name, path in s.headers_file.items():
-            headers[name] = from_file(path, f"source.headers_file.{name}")
+            headers[name] = from_file(path, f"{key}.headers_file.{name}")
         token = bearer_token(s.token_env, s.token_file)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"

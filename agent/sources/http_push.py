@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
-from agent.config import PUSH_SHARED_LISTENER, Config, ConfigError, parse_listen
+from agent.config import PUSH_SHARED_LISTENER, ConfigError, SourceConfig, parse_listen
 from agent.http.media import JSON_TYPES, NDJSON_TYPES, media_type
 from agent.http.secrets import bearer_token
-from agent.http.server import HttpServer, Request, Response
+from agent.http.server import Handler, HttpServer, Request, Response
 from agent.sources.base import Batch, Ingest, Source
 
 log = logging.getLogger(__name__)
@@ -113,19 +113,26 @@ class HttpPushSource(Source):
                 log.warning("push endpoint listens beyond localhost without a token",
                             extra={"fields": {"listen": listen}})
         self.server = server
-        server.route("POST", PUSH_PATH, self.handle, max_body=max_body_bytes, admit=self.admit)
+        for path, handler in self.routes().items():
+            server.route("POST", path, handler, max_body=max_body_bytes, admit=self.admit)
+
+    def routes(self) -> dict[str, Handler]:
+        """The POST paths this source serves and their handlers."""
+        return {PUSH_PATH: self.handle}
 
     @classmethod
-    def from_config(cls, config: Config, ingest: Ingest, agent_server: HttpServer | None) -> HttpPushSource:
-        s = config.source
-        if s is None:
-            raise ConfigError(["source: required"])
-        shared = s.listen == PUSH_SHARED_LISTENER
+    def from_config(cls, s: SourceConfig, ingest: Ingest, agent_server: HttpServer | None,
+                    key: str = "source") -> Self:
+        """Built from its config section (``key`` is its path in the config, for errors)."""
+        listen = s.listen_address
+        shared = listen == PUSH_SHARED_LISTENER
         if shared and agent_server is None:
-            raise ConfigError(["source.listen: 'shared' needs the agent's listener"])
-        return cls(ingest, listen=s.listen, server=agent_server if shared else None,
+            raise ConfigError([f"{key}.listen: 'shared' needs the agent's listener"])
+        made = cls(ingest, listen=listen, server=agent_server if shared else None,
                    max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
                    retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file))
+        made.name = s.source_name
+        return made
 
     @property
     def port(self) -> int:
@@ -137,9 +144,22 @@ class HttpPushSource(Source):
         return self._in_flight
 
     # -- the endpoint ------------------------------------------------------------------------------
-    def _refuse(self, reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    def _refuse(self, reason: str, status: int, message: str, headers: dict[str, str] | None = None,
+                request: Request | None = None) -> Response:
         self.count_error(reason)
+        return self.error_response(status, message, headers, request)
+
+    def error_response(self, status: int, message: str, headers: dict[str, str] | None,
+                       request: Request | None) -> Response:
+        """The body of a refusal (a JSON error here; OTLP answers with a ``Status`` message)."""
         return Response.json({"error": message}, status, headers)
+
+    def unsupported_media(self, request: Request) -> str | None:
+        """Why the body's type or encoding cannot be read, or None when it can."""
+        kind = media_type(request.headers.get("content-type", ""))
+        if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
+            return "Content-Type must be application/json or application/x-ndjson"
+        return None
 
     def _authorized(self, header: str) -> bool:
         assert self._token is not None
@@ -153,18 +173,17 @@ class HttpPushSource(Source):
             yield self._refuse("unauthorized", 401, "missing or wrong bearer token",
                                {"WWW-Authenticate": 'Bearer realm="goodhart-agent"'})
             return
-        kind = media_type(request.headers.get("content-type", ""))
-        if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
-            yield self._refuse("unsupported_media_type", 415,
-                               "Content-Type must be application/json or application/x-ndjson")
+        unsupported = self.unsupported_media(request)
+        if unsupported is not None:
+            yield self._refuse("unsupported_media_type", 415, unsupported, request=request)
             return
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            yield self._refuse("too_large", 413, f"body above {self.max_body_bytes} bytes")
+            yield self._refuse("too_large", 413, f"body above {self.max_body_bytes} bytes", request=request)
             return
         if not self._slots.acquire(blocking=False):
             yield self._refuse("busy", 429, "too many pushes in flight, retry later",
-                               {"Retry-After": str(self.retry_after_seconds)})
+                               {"Retry-After": str(self.retry_after_seconds)}, request)
             return
         with self._count_lock:
             self._in_flight += 1
@@ -180,13 +199,13 @@ class HttpPushSource(Source):
         try:
             items = decode_body(media_type(request.headers.get("content-type", "")), request.body)
         except BodyError as err:
-            return self._refuse("bad_body", 400, str(err))
+            return self._refuse("bad_body", 400, str(err), request=request)
         try:
             result = self.ingest(self.name, items)
         except Exception:
             log.exception("push ingest failed")
             return self._refuse("ingest_failed", 503, "records not stored, retry later",
-                                {"Retry-After": str(self.retry_after_seconds)})
+                                {"Retry-After": str(self.retry_after_seconds)}, request)
         rejected = sum(result.rejected.values())
         return Response.json({"accepted": result.accepted, "rejected": rejected,
                               "reasons": dict(sorted(result.rejected.items()))}, 202)
