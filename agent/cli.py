@@ -80,8 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--segment", help="only this segment ('*' for the whole stream)")
     reb.add_argument("--url", help="the daemon's listener (default: from the config's listen)")
 
-    ref = command("reference", "The fitted references as a reviewed JSON artifact: export them from a store "
-                  "(running daemon or not), or import one into a stopped agent's store.")
+    _reference_parser(command("reference", "The fitted references as a reviewed JSON artifact: export them from a "
+                              "store (running daemon or not), or import one into a stopped agent's store."))
+    return parser
+
+
+def _reference_parser(ref: argparse.ArgumentParser) -> None:
+    """``reference export`` and ``reference import``, each with its own example."""
     actions = ref.add_subparsers(dest="action", required=True, metavar="ACTION")
     exp = actions.add_parser("export", help="write every fitted reference in the config's state_dir (read-only)",
                              epilog=f"example: {EXAMPLES['reference']}")
@@ -91,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
                              epilog=f"example: {EXAMPLES['reference import']}")
     imp.add_argument("--config", required=True, help="YAML config file")
     imp.add_argument("file", help="a reference artifact written by reference export")
-    return parser
 
 
 def _load(path: str) -> Config:

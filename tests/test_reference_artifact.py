@@ -324,7 +324,34 @@ def test_cli_round_trip_export_import_and_export_from_a_running_daemon(fitted: d
     pinned.write_text(yaml.safe_dump(_config(tmp_path, "x", reference_file=str(artifact))))
     done = _cli("check-config", str(pinned))
     assert done.returncode == 0 and f"reference file: 1 pairs start from {artifact}" in done.stdout
+    # the daemon refuses to start on a mismatched artifact, with the same line (exit 2)
+    refused = _config(tmp_path, "refused", reference_file=str(artifact), reference_pairs=100)
+    refused.update(source={"type": "jsonl", "path": str(tmp_path / "live.jsonl")}, listen=f"127.0.0.1:{free_port()}")
+    (tmp_path / "refused.yaml").write_text(yaml.safe_dump(refused))
+    done = _cli("run", "--config", str(tmp_path / "refused.yaml"))
+    assert done.returncode == 2
+    assert f"detection.reference_file: {artifact} was fitted with reference_pairs=200" in done.stderr
+
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(_config(tmp_path, "x", reference_file=str(tmp_path / "absent.json"))))
     done = _cli("check-config", str(broken))
     assert done.returncode == 2 and "detection.reference_file:" in done.stderr and "cannot be read" in done.stderr
+
+
+def test_export_without_a_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, "never-ran")))
+    assert main(["reference", "export", "--config", str(config)]) == 1
+    assert f"no store at {tmp_path / 'never-ran'}" in capsys.readouterr().err
+    assert not (tmp_path / "never-ran").exists()  # a reader creates nothing
+
+
+def test_replay_keeps_its_store_only_in_an_empty_state_dir(fitted: dict[str, Any], tmp_path: Path) -> None:
+    tree = _config(tmp_path)
+    _replay(tree, fitted["rest"], state_dir=tmp_path / "kept")
+    with pytest.raises(ConfigError) as err:
+        _replay(tree, fitted["rest"], state_dir=tmp_path / "kept")
+    assert err.value.problems == [f"--state-dir: {tmp_path / 'kept'} already holds a store; replay starts from an "
+                                  "empty one"]
