@@ -132,14 +132,23 @@ def pairs_table() -> dict[str, Any]:
         ("F", "pairs stored", per_pair("goodhart_audited_pairs")),
         # Grafana's date units take milliseconds.
         ("G", "diverging since", per_pair("goodhart_divergence_since_timestamp_seconds", "1000 * ")),
+        # Where the reference came from (1 imported from a reference artifact, 0 fitted here) and
+        # the audited outputs it was fitted on: a reference newer than a rollout may have absorbed it.
+        ("H", "reference",
+         f'max by (job, instance, proxy, audit, segment) (goodhart_reference_info{{{PAIR},origin="imported"}})'
+         f' or 0 * max by (job, instance, proxy, audit, segment) (goodhart_reference_info{{{PAIR},origin="fitted"}})'),
+        ("I", "reference from", per_pair("goodhart_reference_start_timestamp_seconds", "1000 * ")),
+        ("J", "reference to", per_pair("goodhart_reference_end_timestamp_seconds", "1000 * ")),
     ]
     rename = {f"Value #{ref}": name for ref, name, _ in queries}
     return {
         "type": "table", "title": "Pairs now",
         "description": "Every proxy → audit pair and segment as of now: detector state, estimated gap "
                        "(audit units; positive = audits below what the proxy promises), decision "
-                       "statistic and its alarm threshold, pairs used and stored, and when the current "
-                       "excursion started.",
+                       "statistic and its alarm threshold, pairs used and stored, when the current "
+                       "excursion started, and the reference: fitted here or imported from a reference "
+                       "artifact, and the time span of the audited outputs it was fitted on (empty while "
+                       "warming up).",
         "datasource": DS,
         "targets": [target(e, ref=r, instant=True, fmt="table") for r, _, e in queries],
         "transformations": [
@@ -156,6 +165,10 @@ def pairs_table() -> dict[str, Any]:
                 by_name("gap", [{"id": "decimals", "value": 3}]),
                 by_name("statistic", [{"id": "decimals", "value": 2}]),
                 by_name("threshold", [{"id": "decimals", "value": 2}]),
+                by_name("reference", [{"id": "mappings", "value": [{"type": "value", "options": {
+                    "0": {"text": "fitted", "index": 0}, "1": {"text": "imported", "index": 1}}}]}]),
+                by_name("reference from", [{"id": "unit", "value": "dateTimeAsIso"}]),
+                by_name("reference to", [{"id": "unit", "value": "dateTimeAsIso"}]),
                 by_name("diverging since", [
                     {"id": "unit", "value": "dateTimeAsIso"},
                     {"id": "mappings", "value": [{"type": "value",
