@@ -239,7 +239,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 def _reference_export(config: Config, out: str | None) -> int:
     """Read-only, without the state-dir lock: a running daemon holds it, and a WAL reader needs none
-    (it sees the daemon's last checkpoint, which every fit makes, since a fit changes the state)."""
+    (it sees the daemon's last checkpoint, and the daemon checkpoints at every new fit)."""
     import json
     import time
 

@@ -160,13 +160,17 @@ class Pipeline:
         """Feed new outputs and audited outputs to the detectors, take verdicts, emit state changes."""
         with self.lock:
             now = self.clock.now()
+            fitted = self.bank.snapshot.references.keys()
             self.bank.feed()
             events = self.bank.judge(now)
+            # A new fit is saved at once (even when the state did not change), so a reference export
+            # next to the running daemon finds every fitted reference.
+            refitted = self.bank.snapshot.references.keys() != fitted
             every = self.config.schedule.checkpoint_seconds
             with self.store.transaction():
                 for event in events:
                     self.store.append_event(now, event)
-                if events or self._checkpointed_at is None or now - self._checkpointed_at >= every:
+                if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:
                     self._checkpoint(now)
         self._emit(events)
         return events
