@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.alarms import AlarmBook
 from agent.core import ALL, PairKey
-from agent.detect.base import Detector, PairObservation, Verdict
+from agent.detect.base import Detector, PairObservation, ReferenceInfo, Verdict
 from agent.explain import rank_by_shift
 from agent.store import Store
 
@@ -39,8 +39,14 @@ class Snapshot:
     states: dict[PairKey, str] = field(default_factory=dict)  # after the alarm latch
     since: dict[PairKey, float | None] = field(default_factory=dict)
     sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
+    references: dict[PairKey, ReferenceInfo] = field(default_factory=dict)  # pairs past warm-up
     taken_at: float = 0.0
     generation: int = 0
+
+
+def key_text(key: PairKey) -> str:
+    """A pair's key in the store's detectors (and reference_imports) table."""
+    return json.dumps(list(key))
 
 
 class DetectorBank:
@@ -77,6 +83,15 @@ class DetectorBank:
             for audit in self.audits:
                 self.detector((proxy, audit, ALL))
         return changed
+
+    def start_from(self, pinned: dict[PairKey, dict[str, Any]]) -> None:
+        """These pairs start from pinned references (a reference artifact) instead of warming up;
+        their alarm states carry on, so the next verdict says what changed."""
+        for key, state in pinned.items():
+            detector = self.make_detector()
+            detector.load_reference(state)
+            self.detectors[key] = detector
+            self._dirty.add(key)
 
     def detector(self, key: PairKey) -> Detector:
         """The detector for ``key``, created on first use; marked as changed, since it is about to be."""
@@ -154,7 +169,7 @@ class DetectorBank:
     def checkpoint(self) -> None:
         """Save the detectors that changed and the cursors they correspond to (inside a transaction)."""
         self.store.save_detectors({
-            json.dumps(list(key)): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key),
+            key_text(key): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key),
                                     "settings": self.settings}
             for key in sorted(self._dirty)})
         self._dirty.clear()
@@ -171,4 +186,5 @@ class DetectorBank:
             states={key: self.alarms.state(key).state for key in self.detectors},
             since={key: self.alarms.state(key).since for key in self.detectors},
             sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
+            references={key: info for key, det in self.detectors.items() if (info := det.reference_info())},
             taken_at=now, generation=self.snapshot.generation + 1)

@@ -18,6 +18,8 @@ EXAMPLES = {
     "replay": "goodhart-agent replay --config config.yaml outputs.jsonl --events-out events.jsonl",
     "demo": "goodhart-agent demo --speedup 10",
     "rebaseline": "goodhart-agent rebaseline --config config.yaml --proxy thumbs_up",
+    "reference": "goodhart-agent reference export --config config.yaml --out reference.json",
+    "reference import": "goodhart-agent reference import --config config.yaml reference.json",
 }
 
 
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("input", help="recorded records, one JSON object per line")
     rep.add_argument("--events-out", required=True, help="where to write one JSON line per alarm state change")
     rep.add_argument("--metrics-out", help="also write the final /metrics exposition (Prometheus text) here")
+    rep.add_argument("--state-dir", help="keep the store here (a new or empty directory) instead of a temporary "
+                     "one, e.g. for reference export")
 
     demo = command("demo", "A simulated support bot that games its proxies, watched by the real daemon.")
     demo.add_argument("--listen", type=_listen, default="127.0.0.1:10100", help="HOST:PORT (default 127.0.0.1:10100)")
@@ -75,7 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--audit", help="only pairs with this audit")
     reb.add_argument("--segment", help="only this segment ('*' for the whole stream)")
     reb.add_argument("--url", help="the daemon's listener (default: from the config's listen)")
+
+    _reference_parser(command("reference", "The fitted references as a reviewed JSON artifact: export them from a "
+                              "store (running daemon or not), or import one into a stopped agent's store."))
     return parser
+
+
+def _reference_parser(ref: argparse.ArgumentParser) -> None:
+    """``reference export`` and ``reference import``, each with its own example."""
+    actions = ref.add_subparsers(dest="action", required=True, metavar="ACTION")
+    exp = actions.add_parser("export", help="write every fitted reference in the config's state_dir (read-only)",
+                             epilog=f"example: {EXAMPLES['reference']}")
+    exp.add_argument("--config", required=True, help="YAML config file")
+    exp.add_argument("--out", help="where to write the artifact (default: standard output)")
+    imp = actions.add_parser("import", help="start the artifact's pairs from it in a stopped agent's store",
+                             epilog=f"example: {EXAMPLES['reference import']}")
+    imp.add_argument("--config", required=True, help="YAML config file")
+    imp.add_argument("file", help="a reference artifact written by reference export")
 
 
 def _load(path: str) -> Config:
@@ -91,6 +111,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.detect.factory import per_test_arl
 
     problems = key_problems(config)
+    pinned = _check_reference_file(config)
     if args.strict and problems:  # where the daemon will run: what run and replay would refuse, refuse here
         raise ConfigError(problems)
 
@@ -102,9 +123,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rates = [args.audits_per_second] if args.audits_per_second else [0.1, 1.0, 10.0]
     print("  that is about one every " + ", ".join(
         f"{_duration(gamma / rate)} at {rate:g} audits/s" for rate in rates if rate > 0))
+    if pinned is not None:
+        print(f"reference file: {pinned} pairs start from {config.detection.reference_file}")
     for problem in problems:  # where check-config runs is often not where the daemon runs
         print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_reference_file(config: Config) -> int | None:
+    """Pairs pinned by ``detection.reference_file`` (None when unset); ConfigError as at start."""
+    path = config.detection.reference_file
+    if not path:
+        return None
+    from agent.artifact import ArtifactError, load_artifact
+
+    try:
+        return len(load_artifact(path, config).pairs)
+    except ArtifactError as err:
+        raise ConfigError([f"detection.reference_file: {path} {err}"]) from None
 
 
 def _duration(seconds: float) -> str:
@@ -130,7 +166,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         with open(args.events_out, "w", encoding="utf-8") as events:
-            summary = replay(config, args.input, events, progress=sys.stderr, metrics_out=args.metrics_out)
+            summary = replay(config, args.input, events, progress=sys.stderr, metrics_out=args.metrics_out,
+                             state_dir=args.state_dir)
     except FileNotFoundError as err:
         print(f"goodhart-agent: {err.filename}: no such file", file=sys.stderr)
         return EXIT_USAGE
@@ -202,8 +239,70 @@ def _rebaseline_offline(config: Config, selector: dict[str, str], url: str) -> i
     return EXIT_OK
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return _reference_export(config, args.out) if args.action == "export" else _reference_import(config, args.file)
+
+
+def _reference_export(config: Config, out: str | None) -> int:
+    """Read-only, without the state-dir lock: a running daemon holds it, and a WAL reader needs none
+    (it sees the daemon's last checkpoint, and the daemon checkpoints at every new fit)."""
+    import json
+    import time
+
+    from agent.artifact import ArtifactError, export_references, write_artifact
+    from agent.store import Store
+
+    try:
+        store = Store(config.state_dir, read_only=True)
+    except FileNotFoundError:
+        print(f"goodhart-agent: no store at {config.state_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        doc = export_references(config, store, time.time())
+    except ArtifactError as err:
+        raise ConfigError([str(err)]) from None
+    finally:
+        store.close()
+    if out:
+        write_artifact(doc, out)
+    else:
+        print(json.dumps(doc, indent=1, sort_keys=True))
+    print(f"exported {len(doc['pairs'])} references ({len(doc['warming_up'])} pairs still warming up)"
+          + (f" to {out}" if out else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def _reference_import(config: Config, path: str) -> int:
+    """Into a stopped agent's store (created if absent, e.g. an init container filling an emptyDir)."""
+    from pathlib import Path
+
+    from agent.clock import WallClock
+    from agent.pipeline import Pipeline
+    from agent.statelock import StateDirBusy, StateLock
+    from agent.store import Store
+
+    try:
+        Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+        lock = StateLock(config.state_dir).acquire()
+    except StateDirBusy:
+        print(f"goodhart-agent: a daemon holds {config.state_dir}: stop it first, or set "
+              "detection.reference_file and restart it", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        store = Store(config.state_dir)
+        try:
+            keys = Pipeline(config, store, WallClock()).import_references(path, force=True)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+    print(f"imported {len(keys)} references from {path} into the store at {config.state_dir}")
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "replay": cmd_replay, "demo": cmd_demo,
-            "rebaseline": cmd_rebaseline}
+            "rebaseline": cmd_rebaseline, "reference": cmd_reference}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -140,6 +140,7 @@ class AgentCollector(Collector):
                 if value is not None and math.isfinite(value):  # unknown: no sample, not NaN
                     corr.add_metric([*labels, period], value)
         yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, corr)
+        yield from self._references()
 
         # Old series names still exported for one release (docs/metrics.md, "Deprecated").
         deprecated = {"audited": "pairs"}  # goodhart_pair_pairs_total: removed in 0.3.0
@@ -179,6 +180,24 @@ class AgentCollector(Collector):
             known = current != "ok" and start is not None and math.isfinite(start)
             started.add_metric(list(key), float(start) if known else 0.0)  # type: ignore[arg-type]
         yield from (started, raised, since)
+
+    def _references(self) -> Iterator[Metric]:
+        """Where each fitted reference came from and the time span of the audited outputs behind it."""
+        refs = self.view.snapshot.references
+        info = InfoMetricFamily("goodhart_reference", "A pair's reference: origin fitted (here, after warm-up) or "
+                                "imported (from a reference artifact); absent while warming up.", labels=PAIR_LABELS)
+        start = GaugeMetricFamily("goodhart_reference_start_timestamp_seconds",
+                                  "Time of the oldest audited output the pair's reference was fitted on.",
+                                  labels=PAIR_LABELS)
+        end = GaugeMetricFamily("goodhart_reference_end_timestamp_seconds",
+                                "Time of the newest audited output the pair's reference was fitted on.",
+                                labels=PAIR_LABELS)
+        for key, ref in sorted(refs.items()):
+            info.add_metric(list(key), {"origin": ref.origin})
+            if ref.first_ts is not None and ref.last_ts is not None:  # not recorded by older agents
+                start.add_metric(list(key), ref.first_ts)
+                end.add_metric(list(key), ref.last_ts)
+        yield from (info, start, end)
 
     def _pairs(self) -> Iterator[Metric]:
         snap = self.view.snapshot

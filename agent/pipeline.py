@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from agent.bank import DetectorBank, Event
+from agent.artifact import ArtifactError, load_artifact
+from agent.bank import DetectorBank, Event, key_text
 from agent.clock import Clock
-from agent.config import Config
+from agent.config import Config, ConfigError
+from agent.core import PairKey
 from agent.counters import Counters
 from agent.detect.base import Detector
 from agent.detect.factory import detector_factory, detector_settings
@@ -69,7 +71,36 @@ class Pipeline:
             log.warning("detection settings changed: these pairs start a new reference",
                         extra={"fields": {"pairs": pairs, "settings": self.bank.settings}})
             self.store.append_event(now, {"ts": now, "event": "settings_changed", "pairs": pairs})
+        if self.config.detection.reference_file:
+            self.import_references(self.config.detection.reference_file, force=False,
+                                   where="detection.reference_file: ")
         self.bank.refresh(now)
+
+    def import_references(self, path: str, force: bool, where: str = "") -> list[PairKey]:
+        """Start the pairs of a reference artifact from it (ConfigError naming ``where`` and the file
+        when it does not fit this config). Without ``force`` (``detection.reference_file`` at start)
+        a pair already started from this very file is left alone: a restart resumes its detector, and
+        a rebaseline since the import stands. ``reference import`` forces."""
+        try:
+            artifact = load_artifact(path, self.config)
+        except ArtifactError as err:
+            raise ConfigError([f"{where}{path} {err}"]) from None
+        done = self.store.reference_imports()
+        keys = [key for key in sorted(artifact.pairs)
+                if force or (row := done.get(key_text(key))) is None or row.artifact != artifact.digest]
+        with self.lock:
+            now = self.clock.now()
+            self.bank.start_from({key: artifact.pairs[key] for key in keys})
+            with self.store.transaction():
+                self.store.record_imports([key_text(key) for key in keys], artifact.digest, now)
+                if keys:
+                    self.store.append_event(now, {"ts": now, "event": "reference_imported", "file": str(path),
+                                                  "pairs": [list(k) for k in keys]})
+                self._checkpoint(now)
+            self.bank.refresh(now)
+        log.info("reference artifact", extra={"fields": {"file": str(path), "pairs_in_file": len(artifact.pairs),
+                                                         "pairs_started_from_it": len(keys)}})
+        return keys
 
     # -- ingest ----------------------------------------------------------------------------------------
     def ingest(self, source: Source, max_batches: int | None = None) -> int:
@@ -171,13 +202,17 @@ class Pipeline:
         """Feed new outputs and audited outputs to the detectors, take verdicts, emit state changes."""
         with self.lock:
             now = self.clock.now()
+            fitted = self.bank.snapshot.references.keys()
             self.bank.feed()
             events = self.bank.judge(now)
+            # A new fit is saved at once (even when the state did not change), so a reference export
+            # next to the running daemon finds every fitted reference.
+            refitted = self.bank.snapshot.references.keys() != fitted
             every = self.config.schedule.checkpoint_seconds
             with self.store.transaction():
                 for event in events:
                     self.store.append_event(now, event)
-                if events or self._checkpointed_at is None or now - self._checkpointed_at >= every:
+                if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:
                     self._checkpoint(now)
         self._emit(events)
         return events
@@ -211,6 +246,7 @@ class Pipeline:
             with self.store.transaction():
                 self._checkpoint(now)
                 self.store.append_event(now, {"ts": now, "event": "rebaseline", "pairs": [list(k) for k in keys]})
+                self.store.record_rebaselines([key_text(k) for k in keys], now)  # an imported file is not re-applied
                 for event in events:
                     self.store.append_event(now, event)
         log.info("rebaseline", extra={"fields": {"pairs": len(keys)}})

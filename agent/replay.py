@@ -13,6 +13,9 @@ interval of virtual time (same sampler, budget and durable queue as the daemon; 
 backoffs and expiry count virtual time). Judges make such a replay slower, costly and no
 longer exactly repeatable; retries still waiting when the stream ends are dropped with the
 replay's temporary store. A recorded stream that already carries the audit values needs none.
+
+With ``state_dir`` the store is kept there (a new or empty directory, locked like the daemon's)
+and checkpointed at the end, so ``reference export`` can read the references the replay fitted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -29,12 +34,13 @@ from prometheus_client import generate_latest
 
 from agent.bank import Event
 from agent.clock import VirtualClock
-from agent.config import Config
+from agent.config import Config, ConfigError
 from agent.records import Record, Rejection
 from agent.scheduler import Jobs, VirtualScheduler
 from agent.sources.base import Batch
 from agent.sources.jsonl import JsonlSource
-from agent.store import Store
+from agent.statelock import StateDirBusy, StateLock
+from agent.store import DB_FILENAME, Store
 from agent.wiring import Wired, wire
 
 SOURCE_NAME = "replay"
@@ -76,12 +82,36 @@ class _Progress:
             self.stream.flush()
 
 
+@contextmanager
+def _state_dir(keep: str | Path | None) -> Iterator[Path]:
+    """A temporary directory, or ``keep`` (new or without a store; held with the daemon's lock)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="goodhart-replay-") as tmp:
+            yield Path(tmp)
+        return
+    path = Path(keep)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = StateLock(path).acquire()
+    except (OSError, StateDirBusy) as err:
+        raise ConfigError([f"--state-dir: {path}: {getattr(err, 'strerror', None) or err}"]) from None
+    try:
+        if (path / DB_FILENAME).exists():
+            raise ConfigError([f"--state-dir: {path} already holds a store; replay starts from an empty one"])
+        yield path
+    finally:
+        lock.release()
+
+
 def replay(config: Config, input_path: str | Path, events_out: IO[str],
-           progress: IO[str] | None = None, metrics_out: str | Path | None = None) -> ReplaySummary:
+           progress: IO[str] | None = None, metrics_out: str | Path | None = None,
+           state_dir: str | Path | None = None) -> ReplaySummary:
     started = time.perf_counter()
     path = Path(input_path)
-    with tempfile.TemporaryDirectory(prefix="goodhart-replay-") as tmp:
-        store = Store(Path(tmp))
+    if not path.is_file():
+        raise FileNotFoundError(2, "no such file", str(path))
+    with _state_dir(state_dir) as directory:
+        store = Store(directory)
         clock = VirtualClock()
         scheduler = VirtualScheduler(Jobs(reraise=True), clock)
         wired = wire(config, store, clock, scheduler, lambda _ingest: JsonlSource(
@@ -95,6 +125,7 @@ def replay(config: Config, input_path: str | Path, events_out: IO[str],
         wired.pipeline.event_sinks.append(sink)
         try:
             _run(wired, scheduler, _Progress(path.stat().st_size, progress or sys.stderr))
+            wired.pipeline.checkpoint()  # what a kept store's next reader (reference export) sees
         finally:
             wired.close()
         view = wired.pipeline.view

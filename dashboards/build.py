@@ -133,6 +133,13 @@ def pairs_table() -> dict[str, Any]:
         # Grafana's date units take milliseconds.
         ("G", "diverging since", per_pair("goodhart_divergence_started_timestamp_seconds", "1000 * ")),
         ("H", "raised at", per_pair("goodhart_divergence_raised_timestamp_seconds", "1000 * ")),
+        # Where the reference came from (1 imported from a reference artifact, 0 fitted here) and
+        # the audited outputs it was fitted on: a reference newer than a rollout may have absorbed it.
+        ("I", "reference",
+         f'max by (job, instance, proxy, audit, segment) (goodhart_reference_info{{{PAIR},origin="imported"}})'
+         f' or 0 * max by (job, instance, proxy, audit, segment) (goodhart_reference_info{{{PAIR},origin="fitted"}})'),
+        ("J", "reference from", per_pair("goodhart_reference_start_timestamp_seconds", "1000 * ")),
+        ("K", "reference to", per_pair("goodhart_reference_end_timestamp_seconds", "1000 * ")),
     ]
     rename = {f"Value #{ref}": name for ref, name, _ in queries}
     return {
@@ -140,7 +147,9 @@ def pairs_table() -> dict[str, Any]:
         "description": "Every proxy → audit pair and segment as of now: detector state, estimated gap "
                        "(audit units; positive = audits below what the proxy promises), decision "
                        "statistic and its alarm threshold, pairs used and stored, when the divergence "
-                       "started (estimate) and when its state was raised.",
+                       "started (estimate) and when its state was raised, and the reference: fitted here "
+                       "or imported from a reference artifact, and the time span of the audited outputs it "
+                       "was fitted on (empty while warming up).",
         "datasource": DS,
         "targets": [target(e, ref=r, instant=True, fmt="table") for r, _, e in queries],
         "transformations": [
@@ -157,6 +166,10 @@ def pairs_table() -> dict[str, Any]:
                 by_name("gap", [{"id": "decimals", "value": 3}]),
                 by_name("statistic", [{"id": "decimals", "value": 2}]),
                 by_name("threshold", [{"id": "decimals", "value": 2}]),
+                by_name("reference", [{"id": "mappings", "value": [{"type": "value", "options": {
+                    "0": {"text": "fitted", "index": 0}, "1": {"text": "imported", "index": 1}}}]}]),
+                by_name("reference from", [{"id": "unit", "value": "dateTimeAsIso"}]),
+                by_name("reference to", [{"id": "unit", "value": "dateTimeAsIso"}]),
                 *(by_name(name, [
                     {"id": "unit", "value": "dateTimeAsIso"},
                     {"id": "mappings", "value": [{"type": "value",

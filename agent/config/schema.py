@@ -92,6 +92,9 @@ class DetectionConfig(Strict):
     window_seconds: PositiveSeconds = Field(3600, description="window of the exported proxy/audit means")
     validity_pairs: int = Field(default=1000, ge=20, le=100_000,
                                 description="newest audited pairs per pair that goodhart_proxy_validity uses")
+    reference_file: str | None = Field(
+        default=None, description="a reference artifact (`goodhart-agent reference export`): its pairs start from "
+        "it instead of warming up; applied once per file to each pair, so a rebaseline is not undone by a restart")
 
 
 class LogConfig(Strict):

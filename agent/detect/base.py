@@ -92,6 +92,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class ReferenceInfo:
+    """Where a detector's current reference came from: fitted here on the audited outputs from
+    ``first_ts`` to ``last_ts``, or imported from a reference artifact (which says the same of the
+    agent that fitted it)."""
+
+    origin: Literal["fitted", "imported"]
+    first_ts: float | None
+    last_ts: float | None
+
+
+@dataclass(frozen=True)
 class PairObservation:
     """One audited output of this test: its oriented proxy value, audit value and sampling weight."""
 
@@ -127,6 +138,19 @@ class Detector(ABC):
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def reference_info(self) -> ReferenceInfo | None:
+        """The current reference's origin and time span; None while warming up (or no reference)."""
+        return None
+
+    def pinned_reference(self) -> dict[str, Any] | None:
+        """What a fresh detector needs, with :meth:`load_reference`, to detect exactly as this one
+        did right after it fitted its reference (JSON-serialisable); None while warming up."""
+        return None
+
+    def load_reference(self, pinned: dict[str, Any]) -> None:
+        """Start from a pinned reference instead of warming up (ValueError when it does not fit)."""
+        raise ValueError(f"{type(self).__name__} cannot start from a pinned reference")
 
     def sufficient_statistics(self) -> dict[str, float]:
         """Monotone sums (counters) that Prometheus can add across replicas; empty by default."""

@@ -54,21 +54,17 @@ from typing import Any
 
 import numpy as np
 
-from agent.detect.base import STATES, Detector, Estimates, PairObservation, Verdict
+from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, Verdict
 from agent.detect.cusums import BANK, allowance_at, bank_thresholds
+from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
-from agent.stats import spearman
+from agent.detect.window import finite as _finite
+from agent.detect.window import window_estimates
 
-_Z95 = 1.959963984540054
 
 def _f(x: float | None) -> float | None:
     """A JSON-friendly float: None for NaN/inf."""
     return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _finite(x: float) -> float:
-    """NaN for NaN/inf: an estimate that is not known (events report it as null)."""
-    return float(x) if math.isfinite(x) else math.nan
 
 
 class DecouplingDetector(Detector):
@@ -139,6 +135,8 @@ class DecouplingDetector(Detector):
         self._weight_mean = 1.0  # slow EWMA of audited pairs' sampling weights
         self._proxy_ewma: float | None = None  # EWMA of every output's proxy (raw units)
         self._late = 0
+        self._span: list[float] | None = None  # first and last ts of the reference's audited outputs
+        self._origin = "fitted"  # or "imported": the reference came pinned (load_reference)
         self._cusum = {name: self._empty_excursion() for name in self._names}
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
         self._pos = 0
@@ -173,6 +171,7 @@ class DecouplingDetector(Detector):
         ref = self._ref
         if ref is None:
             self._warmup.append([p, a, w])
+            self._span = [min(obs.ts, self._span[0]), max(obs.ts, self._span[1])] if self._span else [obs.ts] * 2
             if len(self._warmup) >= self.reference_pairs:
                 self._fit()
             return
@@ -299,34 +298,39 @@ class DecouplingDetector(Detector):
         cached = self._window_cache
         version = (self._counters["audited"], self._pos)  # moves with every pair the window takes
         if cached is None or cached[0] != version or cached[1] is not ref:
-            cached = self._window_cache = (version, ref, self._window_estimates(ref))
+            cached = self._window_cache = (version, ref, window_estimates(ref, *self._window()[1:]))
         shift = math.nan if self._proxy_ewma is None else (self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_
         return replace(cached[2], reference_pairs=ref.n_, rank_corr_reference=_finite(ref.rank_corr_),
                        late_pairs_ignored=self._late, proxy_shift=_finite(shift))
-
-    def _window_estimates(self, ref: ReferenceRelation) -> Estimates:
-        """Weighted gap with a 95% interval, rank correlation and range, over the window."""
-        _ts, p, a, w = self._window()
-        n = len(p)
-        if n == 0:
-            return Estimates(samples=0, gap=math.nan, gap_lower=math.nan, gap_upper=math.nan,
-                             rank_corr_window=math.nan, beyond_range_fraction=math.nan)
-        lo, hi = ref.bounds_
-        g = np.clip(ref.intercept_ + ref.slope_ * p, lo, hi) - a
-        sw = float(w.sum())
-        gap = float(np.dot(w, g) / sw)
-        se2 = float(np.dot(w * w, (g - gap) ** 2)) / (sw * sw)
-        # Reference error in audit units at the window's mean proxy (intercept and slope).
-        ref_se = ref.prediction_se(float(np.dot(w, p) / sw))
-        half = _Z95 * math.sqrt(se2 + ref_se * ref_se)
-        return Estimates(samples=n, gap=gap, gap_lower=gap - half, gap_upper=gap + half,
-                         rank_corr_window=_finite(spearman(p, a)),
-                         beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
 
     # -- lifecycle -------------------------------------------------------------------------
     def rebaseline(self, now: float) -> None:
         self._reset()
         self._baseline_ts = float(now)
+
+    def _params(self) -> dict[str, Any]:
+        return {"arl0": self.arl0, "reference_pairs": self.reference_pairs, "shift": self.shift,
+                "warn_ratio": self.warn_ratio, "window": self.window, "slope_allowance": self.slope_allowance,
+                "span": self.span, "clip": self.clip, "bootstrap": self.bootstrap, "binary_shift": self.binary_shift}
+
+    def reference_info(self) -> ReferenceInfo | None:
+        if self._ref is None:
+            return None
+        first, last = self._span if self._span else (None, None)
+        return ReferenceInfo("imported" if self._origin == "imported" else "fitted", first, last)
+
+    def pinned_reference(self) -> dict[str, Any] | None:
+        if self._ref is None:
+            return None
+        return pin(self._params(), self._ref, self._ks, self._h, self._allow, self._span)
+
+    def load_reference(self, pinned: dict[str, Any]) -> None:
+        """Start as the fitting detector was right after its fit: the same line, CUSUM reference
+        values, thresholds and allowances; statistics and window empty (see agent.detect.pinning)."""
+        ref, ks, thresholds, allowance, span = unpin(pinned, self._params())
+        self._reset()
+        self._ref, self._ks, self._h, self._allow, self._span = ref, ks, thresholds, allowance, span
+        self._weight_mean, self._origin = ref.weight_mean_, "imported"
 
     def sufficient_statistics(self) -> dict[str, float]:
         """Monotone sums: ``audited`` (audited outputs scored), ``samples`` (sum of their weights),
@@ -338,10 +342,9 @@ class DecouplingDetector(Detector):
         ts, p, a, w = self._window()
         return {
             "version": 4,
-            "params": {"arl0": self.arl0, "reference_pairs": self.reference_pairs, "shift": self.shift,
-                       "warn_ratio": self.warn_ratio, "window": self.window,
-                       "slope_allowance": self.slope_allowance, "span": self.span, "clip": self.clip,
-                       "bootstrap": self.bootstrap, "binary_shift": self.binary_shift},
+            "params": self._params(),
+            "fit_span": self._span,
+            "origin": self._origin,
             "counters": dict(self._counters),
             "baseline_ts": _f(self._baseline_ts),
             "reference": self._ref.to_dict() if self._ref is not None else None,
@@ -378,6 +381,7 @@ class DecouplingDetector(Detector):
         self._weight_mean = float(state["weight_mean"])
         self._proxy_ewma = state["proxy_ewma"]
         self._late = int(state["late"])
+        self._span, self._origin = state.get("fit_span"), state.get("origin", "fitted")  # absent from older states
         self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
                        for k, e in state["cusum"].items()}
         for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one

@@ -82,6 +82,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE seen_ids(id TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
     CREATE INDEX seen_ids_expiry ON seen_ids(expires_at);
     """,
+    # 4: which pairs started from a reference artifact (detection.reference_file, `reference
+    # import`), by the artifact's hash, and whether they were rebaselined since; see store/references.py
+    """
+    CREATE TABLE reference_imports(key TEXT PRIMARY KEY, artifact TEXT NOT NULL, imported_at REAL NOT NULL,
+                                   rebaselined_at REAL);
+    """,
 ]
 
 
@@ -113,18 +119,35 @@ class Database:
     re-entrant lock; :meth:`transaction` groups writes.
     """
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, read_only: bool = False) -> None:
         location = str(location)
         if location != ":memory:" and Path(location).is_dir():
             location = str(Path(location) / DB_FILENAME)
         self.path = location
         self.lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            location, check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._conn: sqlite3.Connection | None
+        if read_only:
+            self._conn = self._open_read_only(location)
+            return
+        self._conn = sqlite3.connect(location, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+
+    @staticmethod
+    def _open_read_only(location: str) -> sqlite3.Connection:
+        """A reader next to a running daemon (WAL: it sees the last committed state and blocks
+        nobody), or of a stopped one's store; never migrates. FileNotFoundError when absent."""
+        if not Path(location).is_file():
+            raise FileNotFoundError(2, "no store", location)
+        conn = sqlite3.connect(f"{Path(location).absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                               isolation_level=None, timeout=30.0)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            conn.close()
+            raise RuntimeError(f"database schema {version} is newer than this agent understands ({len(MIGRATIONS)})")
+        return conn
 
     # -- plumbing -----------------------------------------------------------------------------
     @property

@@ -1,0 +1,38 @@
+"""What a decoupling verdict estimates over its recent window of audited outputs: a pure function
+of the reference and the window's proxies, audits and weights."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from agent.detect.base import Estimates
+from agent.detect.reference import ReferenceRelation
+from agent.stats import spearman
+
+_Z95 = 1.959963984540054
+
+
+def finite(x: float) -> float:
+    """NaN for NaN/inf: an estimate that is not known (events report it as null)."""
+    return float(x) if math.isfinite(x) else math.nan
+
+
+def window_estimates(ref: ReferenceRelation, p: np.ndarray, a: np.ndarray, w: np.ndarray) -> Estimates:
+    """Weighted gap with a 95% interval, rank correlation and range, over the window."""
+    n = len(p)
+    if n == 0:
+        return Estimates(samples=0, gap=math.nan, gap_lower=math.nan, gap_upper=math.nan,
+                         rank_corr_window=math.nan, beyond_range_fraction=math.nan)
+    lo, hi = ref.bounds_
+    g = np.clip(ref.intercept_ + ref.slope_ * p, lo, hi) - a
+    sw = float(w.sum())
+    gap = float(np.dot(w, g) / sw)
+    se2 = float(np.dot(w * w, (g - gap) ** 2)) / (sw * sw)
+    # Reference error in audit units at the window's mean proxy (intercept and slope).
+    ref_se = ref.prediction_se(float(np.dot(w, p) / sw))
+    half = _Z95 * math.sqrt(se2 + ref_se * ref_se)
+    return Estimates(samples=n, gap=gap, gap_lower=gap - half, gap_upper=gap + half,
+                     rank_corr_window=finite(spearman(p, a)),
+                     beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
