@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.config.audits import AuditSamplingConfig, HttpGraderConfig, LlmJudgeConfig
 from agent.config.base import DEFAULT_LISTEN, DottedPath, Name, PositiveSeconds, Strict, check_listen
 from agent.config.compute import ComputeConfig, compute_errors_at_their_keys
+from agent.config.forward import ForwardConfig
 from agent.config.sources import SourceConfig
 
 
@@ -110,6 +111,8 @@ class ApiConfig(Strict):
 
 class Config(Strict):
     source: SourceConfig | None = None
+    forward: ForwardConfig | None = Field(
+        default=None, description="when set, this agent is a forwarder to a gateway (docs/fleet.md)")
     id_field: DottedPath = Field("id", description="dotted path of the record id")
     ts_field: DottedPath = Field("ts", description="dotted path of the record time")
     proxies: list[ProxyConfig] = Field(min_length=1)

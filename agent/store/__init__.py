@@ -8,19 +8,20 @@ transaction together with the source offset it reached, so a restart neither re-
 
 ``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
 audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
-``retention`` what may be dropped; ``audits`` the audit queue and budgets. All SQL of the agent
-lives in this package.
+``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``forward`` a
+forwarder's buffer of records on their way to the gateway. All SQL of the agent lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
 from agent.store.join import JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.retention import RetentionTables
 from agent.store.state import StateTables
 
 
-class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
+class Store(JoinTables, LogTables, RetentionTables, StateTables, ForwardTables, Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a
@@ -28,5 +29,5 @@ class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
     """
 
 
-__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "LabelJoin", "OutputJoin", "OutputRow",
-           "PairRow", "QueueItem", "Store", "load_budget", "save_budget"]
+__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "BufferStats", "BufferedBatch", "LabelJoin",
+           "OutputJoin", "OutputRow", "PairRow", "QueueItem", "Store", "load_budget", "save_budget"]

@@ -82,6 +82,24 @@ MIGRATIONS: list[str] = [
     CREATE TABLE seen_ids(id TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
     CREATE INDEX seen_ids_expiry ON seen_ids(expires_at);
     """,
+    # 4: a forwarder's durable buffer of records not yet accepted by the gateway, and its running
+    # totals (kept by triggers, so they are right after any crash); see agent/store/forward.py
+    """
+    CREATE TABLE forward_buffer(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        buffered_at REAL NOT NULL,
+        bytes INTEGER NOT NULL,
+        body BLOB NOT NULL);
+    CREATE TABLE forward_totals(id INTEGER PRIMARY KEY CHECK (id = 1), records INTEGER NOT NULL,
+                                bytes INTEGER NOT NULL);
+    INSERT INTO forward_totals(id, records, bytes) VALUES (1, 0, 0);
+    CREATE TRIGGER forward_buffer_added AFTER INSERT ON forward_buffer BEGIN
+        UPDATE forward_totals SET records = records + 1, bytes = bytes + NEW.bytes WHERE id = 1;
+    END;
+    CREATE TRIGGER forward_buffer_removed AFTER DELETE ON forward_buffer BEGIN
+        UPDATE forward_totals SET records = records - 1, bytes = bytes - OLD.bytes WHERE id = 1;
+    END;
+    """,
 ]
 
 
