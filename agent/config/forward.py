@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import EnvVarName, Name, PositiveSeconds, Strict
+from agent.config.base import NAME_PATTERN, EnvVarName, PositiveSeconds, Strict, validate_name
 
 #: where a forwarder takes its pod's identity from by default: the downward-API variables the chart sets
 DEFAULT_LABELS_FROM_ENV: dict[str, str] = {"pod": "POD_NAME", "namespace": "POD_NAMESPACE"}
@@ -41,7 +41,7 @@ class ForwardConfig(Strict):
     timeout_seconds: PositiveSeconds = Field(default=10.0, description="whole time allowed for one POST")
     backoff_initial_seconds: PositiveSeconds = Field(default=1.0, description="first wait after a failed POST")
     backoff_max_seconds: PositiveSeconds = Field(default=60.0, description="longest wait between failed POSTs")
-    labels_from_env: dict[Name, EnvVarName] = Field(
+    labels_from_env: dict[str, EnvVarName] = Field(
         default_factory=lambda: dict(DEFAULT_LABELS_FROM_ENV),
         description="label → environment variable (downward API) added to each record's labels when set and"
                     " the record has no such label")
@@ -51,6 +51,14 @@ class ForwardConfig(Strict):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/?#\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("labels_from_env")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if not validate_name(k))
+        if bad:
+            raise ValueError(f"label names must match {NAME_PATTERN}: {', '.join(bad)}")
         return value
 
     @model_validator(mode="after")
