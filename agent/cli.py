@@ -107,6 +107,8 @@ def _load(path: str) -> Config:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
+    if config.forward is not None:
+        return _check_forwarder(config, args.strict)
     from agent.audit import key_problems
     from agent.detect.factory import per_test_arl
 
@@ -143,6 +145,27 @@ def _check_reference_file(config: Config) -> int | None:
         raise ConfigError([f"detection.reference_file: {path} {err}"]) from None
 
 
+def _check_forwarder(config: Config, strict: bool) -> int:
+    """A forwarder validates and computes records, then ships them: say so, and what it will need at start."""
+    from agent.forward import identity_from_env, setting_problems
+
+    assert config.forward is not None
+    problems = setting_problems(config.forward)
+    if strict and problems:
+        raise ConfigError(problems)
+    f = config.forward
+    computed = sum(1 for p in config.proxies if p.compute is not None)
+    print(f"ok: forwarder to {f.url}: {len(config.proxies)} proxies ({computed} computed here) and "
+          f"{len(config.audits)} audits checked per record; detection, judges and graders run on the gateway")
+    labels = identity_from_env(f.labels_from_env)
+    print(f"  buffer: at most {f.max_buffer_bytes:,} bytes and {_duration(f.max_buffer_age_seconds)}; "
+          f"batches of {f.batch_records} records ({f.compression}); identity labels here: "
+          + (", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none set"))
+    for problem in problems:
+        print(f"warning: {problem} (run refuses to start without it)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _duration(seconds: float) -> str:
     for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
         if seconds >= size:
@@ -161,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config)  # a forward: section is ignored: replay runs the pipeline itself
     from agent.replay import replay
 
     try:

@@ -1,8 +1,11 @@
 """The daemon: build the pipeline around a live source, schedule its steps, serve HTTP, stop cleanly.
 
-:class:`Agent` is also what ``demo`` runs, so the demo exercises exactly the deployed code.
+:class:`Agent` is also what ``demo`` runs, so the demo exercises exactly the deployed code. With a
+``forward:`` section it runs a forwarder instead (agent/wiring.py ``wire_forwarder``): the same
+lifecycle, HTTP endpoints and signals, without detection's routes (rebaseline, events).
 Shutdown on SIGTERM/SIGINT: stop the scheduler (the running step finishes, no new one starts),
-run one last detect step so detector state is flushed, stop HTTP, close the source and the store.
+run the last steps (one detect step so detector state is flushed; nothing for a forwarder, whose
+buffer is on disk), stop HTTP, close the source and the store.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from agent.config import Config, ConfigError, SourceConfig, parse_listen
 from agent.explain import sentence
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
+from agent.pipeline import Pipeline
 from agent.scheduler import Jobs, LiveScheduler
 from agent.sources.base import Ingest, Source
 from agent.sources.http_pull import HttpPullSource
@@ -30,7 +34,7 @@ from agent.sources.jsonl import JsonlSource
 from agent.sources.otlp import OtlpSource
 from agent.statelock import StateDirBusy, StateLock
 from agent.store import Store
-from agent.wiring import wire
+from agent.wiring import Assembly, wire, wire_forwarder
 
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
@@ -103,16 +107,27 @@ class Agent:
         except OSError as err:
             raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
         self.scheduler = LiveScheduler(Jobs())
-        self.wired = wire(config, self.store, WallClock(), self.scheduler,
-                          lambda ingest: build_sources(config, self.store, ingest, self.server),
-                          should_stop=self._stopping.is_set)
-        self.pipeline = self.wired.pipeline
+        def make_sources(ingest: Ingest) -> list[Source]:
+            return build_sources(config, self.store, ingest, self.server)
+
+        self.wired: Assembly
+        self.pipeline: Pipeline | None = None
+        if config.forward is not None:
+            self.wired = wire_forwarder(config, self.store, WallClock(), self.scheduler, make_sources,
+                                        should_stop=self._stopping.is_set)
+        else:
+            wired = wire(config, self.store, WallClock(), self.scheduler, make_sources,
+                         should_stop=self._stopping.is_set)
+            self.wired = wired
+            self.pipeline = wired.pipeline
+            self.pipeline.event_sinks.append(self._log_event)
         self.sources = self.wired.sources
-        self.pipeline.event_sinks.append(self._log_event)
+        self.source = self.wired.source
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
         add_standard_routes(self.server, self.wired.registry(), self._ready, __version__)
-        self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
-        self.server.route("GET", "/v1/events", self._events)
+        if self.pipeline is not None:
+            self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
+            self.server.route("GET", "/v1/events", self._events)
 
     @property
     def port(self) -> int:
@@ -143,6 +158,7 @@ class Agent:
             return Response.json({"error": "body must be a JSON object"}, 400)
         if not isinstance(selector, dict) or set(selector) - {"proxy", "audit", "segment"}:
             return Response.json({"error": "allowed keys: proxy, audit, segment"}, 400)
+        assert self.pipeline is not None  # routed only when there is one
         try:
             events = self.pipeline.rebaseline(selector.get("proxy"), selector.get("audit"), selector.get("segment"))
         except UnknownPair as err:
@@ -158,19 +174,16 @@ class Agent:
         for source in self.sources:
             source.start()
         self.scheduler.start()
-        log.info("agent started", extra={"fields": {"listen": f"{self.server.httpd.server_address}",
-                                                     "version": __version__, "state_dir": self.config.state_dir}})
+        mode = "forwarder" if self.config.forward is not None else "agent"
+        log.info(f"{mode} started", extra={"fields": {"listen": f"{self.server.httpd.server_address}",
+                                                       "version": __version__, "state_dir": self.config.state_dir}})
 
     def stop(self) -> None:
         self._stopping.set()
         self.scheduler.shutdown()
-        if self.wired.audits is not None:
-            self.wired.audits.close()
-        self.scheduler.jobs.run("detect", self.pipeline.detect)
-        self.scheduler.jobs.run("checkpoint", self.pipeline.checkpoint)
+        self.wired.final_steps()
         self.server.stop()
-        for source in self.sources:
-            source.close()
+        self.wired.close()
         self.store.close()
         self.state_lock.release()
         log.info("agent stopped")

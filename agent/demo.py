@@ -93,6 +93,7 @@ def run_demo(listen: str, speedup: float = 1.0, change_after: float = 120.0, dur
             out.write(describe(event) + "\n")
             out.flush()
 
+    assert agent.pipeline is not None  # the demo's config has no forward: section
     agent.pipeline.event_sinks.append(print_event)
     stop = threading.Event()
     writer = threading.Thread(target=_write_records, name="demo-bot", daemon=True,

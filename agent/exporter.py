@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from agent.compute import Computer
+from agent.counters import CounterKey
 from agent.detect.base import STATE_CODES
 from agent.records import REJECT_REASONS
 from agent.scheduler import JobStats
@@ -36,20 +38,39 @@ def _num(value: Any) -> float:
     return number
 
 
-class AgentCollector(Collector):
-    """Collects the agent's series; ``components`` maps a component name to its health check."""
+class RecordsView(Protocol):
+    """What the blocks every agent exports read: a pipeline's view, or a forwarder's (agent/forward/metrics.py)."""
 
-    def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
-                 components: dict[str, HealthCheck] | None = None,
-                 extra: list[Callable[[], Iterator[Metric]]] | None = None) -> None:
-        self.view = view
+    def counters(self) -> dict[CounterKey, float]: ...
+
+    def counter(self, name: str, **labels: str) -> float: ...
+
+    def last_record_ts(self) -> dict[str, float]: ...
+
+    def computers(self) -> Mapping[str, Computer]: ...
+
+    def store_size_bytes(self) -> int: ...
+
+
+Block = Callable[[], Iterator[Metric]]
+
+
+class RecordsCollector(Collector):
+    """The series every agent exports, a forwarder included: build, records and rejections, health,
+    computed proxies, jobs, store; ``components`` maps a component name to its health check."""
+
+    def __init__(self, view: RecordsView, jobs: dict[str, JobStats] | None = None,
+                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None) -> None:
+        self.records_view = view
         self.jobs = jobs if jobs is not None else {}
         self.components = components if components is not None else {}
         self.extra = extra if extra is not None else []
 
+    def blocks(self) -> tuple[Block, ...]:
+        return (self._build, self._records, self._health, self._computed, self._jobs, self._store, *self.extra)
+
     def collect(self) -> Iterator[Metric]:
-        for block in (self._build, self._records, self._health, self._detectors, self._times, self._pairs,
-                      self._means, self._validity, self._computed, self._fields, self._jobs, self._store, *self.extra):
+        for block in self.blocks():
             try:
                 yield from block()
             except Exception:  # a scrape never fails as a whole
@@ -62,7 +83,7 @@ class AgentCollector(Collector):
         yield info
 
     def _records(self) -> Iterator[Metric]:
-        p = self.view
+        p = self.records_view
         total = CounterMetricFamily("goodhart_records", "Records received, by source.", labels=["source"])
         rejected = CounterMetricFamily("goodhart_records_rejected", "Records rejected, by reason.",
                                        labels=["reason"])
@@ -104,6 +125,63 @@ class AgentCollector(Collector):
             up.add_metric([name], 1.0 if ok else 0.0)
         yield up
 
+    def _computed(self) -> Iterator[Metric]:
+        """Computed proxies (agent/compute/): failures per proxy and reason, and the models' versions."""
+        computers = self.records_view.computers()
+        failures = CounterMetricFamily("goodhart_metric_failures", "Records whose computed proxy could not be"
+                                       " computed (the record went on without it), by proxy and reason.",
+                                       labels=["proxy", "reason"])
+        counts: dict[tuple[str, str], float] = {}
+        for (name, labels), value in self.records_view.counters().items():
+            if name == "metric_failures_total":
+                d = dict(labels)
+                counts[(d.get("proxy", ""), d.get("reason", ""))] = value
+        for name, computer in computers.items():  # the reasons a proxy's kind can fail for, at 0
+            for reason in computer.reasons:
+                counts.setdefault((name, reason), 0.0)
+        for (proxy, reason), value in sorted(counts.items()):
+            failures.add_metric([proxy, reason], value)
+        yield failures
+        models = InfoMetricFamily("goodhart_proxy_model", "The model that computes a proxy: its version (from the"
+                                  " config, else the file's hash) and the SHA-256 of its file.",
+                                  labels=["proxy"])
+        for name, computer in computers.items():
+            info = computer.info()
+            if info is not None:
+                models.add_metric([name], info)
+        yield models
+
+    def _jobs(self) -> Iterator[Metric]:
+        # The label is `task`, not `job`: Prometheus owns `job` (the scrape target's name).
+        last = GaugeMetricFamily("goodhart_job_last_duration_seconds", "Duration of the job's last run.",
+                                 labels=["task"])
+        runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["task"])
+        errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["task"])
+        for name, stats in sorted(dict(self.jobs).items()):
+            last.add_metric([name], stats.last_duration)
+            runs.add_metric([name], float(stats.runs))
+            errors.add_metric([name], float(stats.errors))
+        yield from (last, runs, errors)
+
+    def _store(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily("goodhart_store_size_bytes", "Size of the SQLite database file.")
+        size.add_metric([], float(self.records_view.store_size_bytes()))
+        yield size
+
+
+class AgentCollector(RecordsCollector):
+    """An agent's series: the shared ones plus detection (detectors, pairs, means, validity)."""
+
+    def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
+                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None) -> None:
+        super().__init__(view, jobs, components, extra)
+        self.view = view
+
+    def blocks(self) -> tuple[Block, ...]:
+        return (self._build, self._records, self._health, self._detectors, self._times, self._references,
+                self._pairs, self._means, self._validity, self._computed, self._fields, self._jobs, self._store,
+                *self.extra)
+
     def _detectors(self) -> Iterator[Metric]:
         snap = self.view.snapshot
 
@@ -140,7 +218,6 @@ class AgentCollector(Collector):
                 if value is not None and math.isfinite(value):  # unknown: no sample, not NaN
                     corr.add_metric([*labels, period], value)
         yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, corr)
-        yield from self._references()
 
         # Old series names still exported for one release (docs/metrics.md, "Deprecated").
         deprecated = {"audited": "pairs"}  # goodhart_pair_pairs_total: removed in 0.3.0
@@ -181,6 +258,7 @@ class AgentCollector(Collector):
             started.add_metric(list(key), float(start) if known else 0.0)  # type: ignore[arg-type]
         yield from (started, raised, since)
 
+
     def _references(self) -> Iterator[Metric]:
         """Where each fitted reference came from and the time span of the audited outputs behind it."""
         refs = self.view.snapshot.references
@@ -198,6 +276,21 @@ class AgentCollector(Collector):
                 start.add_metric(list(key), ref.first_ts)
                 end.add_metric(list(key), ref.last_ts)
         yield from (info, start, end)
+
+
+    def _fields(self) -> Iterator[Metric]:
+        """Configured field paths absent from records: a typo in a path shows up here (agent/records.py)."""
+        checked, absent = self.view.field_presence()
+        total = CounterMetricFamily("goodhart_field_checked", "Records with an id whose configured fields were"
+                                    " looked up, since start.")
+        total.add_metric([], float(checked))
+        missing = CounterMetricFamily("goodhart_field_absent", "Records (with an id) lacking a configured field"
+                                      " path, since start, by kind (proxy, audit, segment) and name.",
+                                      labels=["kind", "name"])
+        for (kind, name), count in sorted(absent.items()):
+            missing.add_metric([kind, name], float(count))
+        yield from (total, missing)
+
 
     def _pairs(self) -> Iterator[Metric]:
         snap = self.view.snapshot
@@ -228,45 +321,6 @@ class AgentCollector(Collector):
         yield validity
         yield used
 
-    def _computed(self) -> Iterator[Metric]:
-        """Computed proxies (agent/compute/): failures per proxy and reason, and the models' versions."""
-        computers = self.view.computers()
-        failures = CounterMetricFamily("goodhart_metric_failures", "Records whose computed proxy could not be"
-                                       " computed (the record went on without it), by proxy and reason.",
-                                       labels=["proxy", "reason"])
-        counts: dict[tuple[str, str], float] = {}
-        for (name, labels), value in self.view.counters().items():
-            if name == "metric_failures_total":
-                d = dict(labels)
-                counts[(d.get("proxy", ""), d.get("reason", ""))] = value
-        for name, computer in computers.items():  # the reasons a proxy's kind can fail for, at 0
-            for reason in computer.reasons:
-                counts.setdefault((name, reason), 0.0)
-        for (proxy, reason), value in sorted(counts.items()):
-            failures.add_metric([proxy, reason], value)
-        yield failures
-        models = InfoMetricFamily("goodhart_proxy_model", "The model that computes a proxy: its version (from the"
-                                  " config, else the file's hash) and the SHA-256 of its file.",
-                                  labels=["proxy"])
-        for name, computer in computers.items():
-            info = computer.info()
-            if info is not None:
-                models.add_metric([name], info)
-        yield models
-
-    def _fields(self) -> Iterator[Metric]:
-        """Configured field paths absent from records: a typo in a path shows up here (agent/records.py)."""
-        checked, absent = self.view.field_presence()
-        total = CounterMetricFamily("goodhart_field_checked", "Records with an id whose configured fields were"
-                                    " looked up, since start.")
-        total.add_metric([], float(checked))
-        missing = CounterMetricFamily("goodhart_field_absent", "Records (with an id) lacking a configured field"
-                                      " path, since start, by kind (proxy, audit, segment) and name.",
-                                      labels=["kind", "name"])
-        for (kind, name), count in sorted(absent.items()):
-            missing.add_metric([kind, name], float(count))
-        yield from (total, missing)
-
     def _means(self) -> Iterator[Metric]:
         proxy = GaugeMetricFamily("goodhart_proxy_mean", "Window mean of a proxy, in its own units.",
                                   labels=["proxy", "segment"])
@@ -276,20 +330,3 @@ class AgentCollector(Collector):
             (proxy if kind == "proxy" else audit).add_metric([name, segment], value)
         yield proxy
         yield audit
-
-    def _jobs(self) -> Iterator[Metric]:
-        # The label is `task`, not `job`: Prometheus owns `job` (the scrape target's name).
-        last = GaugeMetricFamily("goodhart_job_last_duration_seconds", "Duration of the job's last run.",
-                                 labels=["task"])
-        runs = CounterMetricFamily("goodhart_job_runs", "Job runs.", labels=["task"])
-        errors = CounterMetricFamily("goodhart_job_errors", "Job runs that raised.", labels=["task"])
-        for name, stats in sorted(dict(self.jobs).items()):
-            last.add_metric([name], stats.last_duration)
-            runs.add_metric([name], float(stats.runs))
-            errors.add_metric([name], float(stats.errors))
-        yield from (last, runs, errors)
-
-    def _store(self) -> Iterator[Metric]:
-        size = GaugeMetricFamily("goodhart_store_size_bytes", "Size of the SQLite database file.")
-        size.add_metric([], float(self.view.store_size_bytes()))
-        yield size

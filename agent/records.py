@@ -22,6 +22,10 @@ from agent.core import lookup, parse_timestamp
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
+#: Where a forwarder writes the computed proxies it computed (``{"_goodhart": {"computed": {name: value}}}``),
+#: so the gateway uses them instead of computing again (docs/fleet.md).
+FORWARDED_KEY = "_goodhart"
+COMPUTED_KEY = "computed"
 MAX_SEGMENT_LENGTH = 128
 
 #: Every reason a record can be rejected for; the exporter pre-declares them all at zero.
@@ -122,11 +126,27 @@ class FieldPresence:
                                 extra={"fields": {"key": key, "records": self.records, kind: name}})
 
 
+def _forwarded_values(obj: dict[str, Any]) -> dict[str, float]:
+    """The computed proxies a forwarder wrote into the record; values that are not finite numbers are ignored
+    (the proxy is then computed here)."""
+    section = obj.get(FORWARDED_KEY)
+    computed = section.get(COMPUTED_KEY) if isinstance(section, dict) else None
+    if not isinstance(computed, dict):
+        return {}
+    values = {}
+    for name, value in computed.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            values[str(name)] = float(value)
+    return values
+
+
 class RecordParser:
     """Turns raw bytes or decoded objects into :class:`Record` or :class:`Rejection`.
 
     Builds the config's computed proxies unless ``computers`` (already built, e.g. by
     ``agent.compute.load_and_build``) are given; raises ``ConfigError`` when one cannot be built.
+    A computed proxy whose value a forwarder already wrote into the record (:data:`FORWARDED_KEY`)
+    takes that value: the work is done once, on the pod that read the record.
     """
 
     def __init__(self, config: Config, computers: Mapping[str, Computer] | None = None) -> None:
@@ -214,7 +234,11 @@ class RecordParser:
         compute from: its ``missing_field`` failures are expected and not reported.
         """
         problems: list[tuple[str, str]] = []
+        forwarded = _forwarded_values(obj) if self.computers else {}
         for name, compute in self.computers.items():
+            if name in forwarded:  # computed by the forwarder that sent this record
+                proxies[name] = forwarded[name]
+                continue
             try:
                 proxies[name] = compute(obj)
             except ComputeFailure as failure:

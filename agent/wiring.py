@@ -4,6 +4,11 @@
 and builds the same parts in the same order: the pipeline, the audits (their ingest hook is in
 place before anything can ingest), the source (a push source gets the pipeline's ingest callable,
 never the pipeline), the scheduled steps, and the metrics registry the exporter serves.
+
+:func:`wire_forwarder` is its sibling for a config with ``forward:`` (fleet mode's sidecar, run by
+the daemon only): the same source and the same record parsing, but the records go into a durable
+buffer and on to the gateway; no detectors, no audits. Both return an assembly with the same
+surface the daemon drives (:class:`Assembly`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from agent.audit import AuditService, build_audits
 from agent.clock import Clock
 from agent.config import Config
-from agent.exporter import AgentCollector, HealthCheck
+from agent.exporter import AgentCollector, Block, HealthCheck, RecordsCollector
+from agent.forward import Forwarder, ForwarderView, GatewayClient, identity_from_env
 from agent.pipeline import Pipeline
 from agent.scheduler import Jobs, Step
 from agent.sources.base import Ingest, Source
@@ -35,6 +41,46 @@ class Scheduler(Protocol):
 
 #: makes the source (or several, ``sources:``) around the pipeline's ingest callable
 SourceFactory = Callable[[Ingest], Source | Sequence[Source]]
+
+
+class Assembly(Protocol):
+    """What the daemon drives, whichever mode: the source, the scheduled jobs, a registry, the last steps."""
+
+    config: Config
+    store: Store
+    sources: list[Source]
+    jobs: Jobs
+
+    @property
+    def source(self) -> Source: ...
+
+    def ingest_step(self) -> int: ...
+
+    def registry(self) -> CollectorRegistry: ...
+
+    def final_steps(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _source_metrics(sources: Sequence[Source]) -> Iterator[Metric]:
+    """Errors summed over the sources (one label set, as with one source), and each source's own series."""
+    errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
+    totals: dict[str, int] = {}
+    for source in sources:
+        for reason, count in source.errors.items():
+            totals[reason] = totals.get(reason, 0) + count
+    for reason, count in sorted(totals.items()):
+        errors.add_metric([reason], float(count))
+    yield errors
+    families: dict[str, Metric] = {}
+    for source in sources:  # one family per name, whichever sources add samples to it
+        for metric in source.collect():
+            if metric.name in families:
+                families[metric.name].samples.extend(metric.samples)
+            else:
+                families[metric.name] = metric
+    yield from families.values()
 
 
 @dataclass
@@ -61,11 +107,18 @@ class Wired:
     def registry(self) -> CollectorRegistry:
         """A registry with the agent's collector: what ``/metrics`` serves."""
         registry = CollectorRegistry(auto_describe=True)
-        extra: list[Callable[[], Iterator[Metric]]] = [self._source_metrics]
+        extra: list[Block] = [lambda: _source_metrics(self.sources)]
         if self.audits is not None:
             extra.append(self.audits.collect)
         registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra))
         return registry
+
+    def final_steps(self) -> None:
+        """At shutdown: stop buying audits, then one last detect step and a checkpoint."""
+        if self.audits is not None:
+            self.audits.close()
+        self.jobs.run("detect", self.pipeline.detect)
+        self.jobs.run("checkpoint", self.pipeline.checkpoint)
 
     def close(self) -> None:
         if self.audits is not None:
@@ -73,23 +126,40 @@ class Wired:
         for source in self.sources:
             source.close()
 
-    def _source_metrics(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
-        totals: dict[str, int] = {}
+
+@dataclass
+class WiredForwarder:
+    """A forwarder's parts: source → parse and enrich → durable buffer → gateway."""
+
+    config: Config
+    store: Store
+    forwarder: Forwarder
+    sources: list[Source]
+    jobs: Jobs
+    components: dict[str, HealthCheck] = field(default_factory=dict)
+
+    @property
+    def source(self) -> Source:
+        return self.sources[0]
+
+    def ingest_step(self) -> int:
+        """One bounded read of each source into the buffer (the daemon's ``ingest`` job)."""
+        return sum(self.forwarder.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=True)
+        view = ForwarderView(self.forwarder, self.forwarder.clock)
+        registry.register(RecordsCollector(view, self.jobs.stats, self.components,
+                                           extra=[lambda: _source_metrics(self.sources), view.collect]))
+        return registry
+
+    def final_steps(self) -> None:
+        """Nothing to flush: the buffer is on disk and the next start sends what is left."""
+
+    def close(self) -> None:
         for source in self.sources:
-            for reason, count in source.errors.items():
-                totals[reason] = totals.get(reason, 0) + count
-        for reason, count in sorted(totals.items()):
-            errors.add_metric([reason], float(count))
-        yield errors
-        families: dict[str, Metric] = {}
-        for source in self.sources:  # one family per name, whichever sources add samples to it
-            for metric in source.collect():
-                if metric.name in families:
-                    families[metric.name].samples.extend(metric.samples)
-                else:
-                    families[metric.name] = metric
-        yield from families.values()
+            source.close()
+        self.forwarder.close()
 
 
 def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_source: SourceFactory,
@@ -111,3 +181,22 @@ def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_
     if audits is not None:
         components.update(audits.components())
     return Wired(config, store, pipeline, audits, sources, scheduler.jobs, components)
+
+
+def wire_forwarder(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_source: SourceFactory,
+                   should_stop: Callable[[], bool] = lambda: False) -> WiredForwarder:
+    """Build a forwarder around a source (``config.forward`` set) and schedule its send step.
+
+    Reads the bearer token now, so a missing one fails the start with its key path.
+    """
+    if config.forward is None:
+        raise ValueError("wire_forwarder needs config.forward")
+    client = GatewayClient.from_config(config.forward)
+    forwarder = Forwarder(config, store, clock, client, identity_from_env(config.forward.labels_from_env),
+                          should_stop=should_stop)
+    made = make_source(forwarder.ingest_items)
+    sources = [made] if isinstance(made, Source) else list(made)
+    scheduler.add("forward", config.forward.flush_seconds, forwarder.send_step)
+    components: dict[str, HealthCheck] = {"source": lambda: all(s.up for s in sources),
+                                          "store": lambda: store.is_open, "gateway": lambda: forwarder.gateway_up}
+    return WiredForwarder(config, store, forwarder, sources, scheduler.jobs, components)

@@ -435,6 +435,36 @@ def panels() -> list[dict[str, Any]]:
                    [target(f"max by (instance) (goodhart_store_size_bytes{{{TARGET}}})", "{{instance}}")],
                    unit="bytes", min_=0), 8, 7)
 
+    add(row("Fleet forwarding"), 24, 1)
+    add(timeseries("Forwarded and dropped records",
+                   "Fleet mode (docs/fleet.md): records per second each forwarder delivered to the gateway (202), "
+                   "and records it dropped before delivery, by reason (GoodhartForwarderDroppingRecords).",
+                   [target(f"sum by (pod, instance) (rate(goodhart_forward_records_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "delivered {{pod}} {{instance}}", "A"),
+                    target(f"sum by (reason) (rate(goodhart_forward_dropped_records_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "dropped {{reason}}", "B"),
+                    target(f"sum(rate(goodhart_forward_batches_total{{{TARGET}}}[$__rate_interval]))",
+                           "batches", "C")],
+                   unit="cps", min_=0), 8, 7)
+    add(timeseries("Forward send failures",
+                   "Sends the gateway did not accept, per second, by reason; the records stay buffered and are "
+                   "sent again with backoff. goodhart_up{component=\"gateway\"} is in the health row.",
+                   [target(f"sum by (reason) (rate(goodhart_forward_send_failures_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "{{reason}}")],
+                   unit="cps", min_=0), 8, 7)
+    add(timeseries("Forward buffer",
+                   "Records and bytes waiting in each forwarder's durable buffer, and how long the oldest has "
+                   "waited (GoodhartForwardingBehind above 15 minutes).",
+                   [target(f"max by (pod, instance) (goodhart_forward_buffer_oldest_age_seconds{{{TARGET}}})",
+                           "oldest {{pod}} {{instance}}", "A"),
+                    target(f"sum(goodhart_forward_buffer_records{{{TARGET}}})", "records (all)", "B"),
+                    target(f"sum(goodhart_forward_buffer_bytes{{{TARGET}}})", "bytes (all)", "C")],
+                   unit="s", min_=0,
+                   overrides=[by_ref("B", [{"id": "unit", "value": "short"},
+                                           {"id": "custom.axisPlacement", "value": "right"}]),
+                              by_ref("C", [{"id": "unit", "value": "bytes"},
+                                           {"id": "custom.axisPlacement", "value": "right"}])]), 8, 7)
+
     placed: list[dict[str, Any]] = []
     x = y = row_h = 0
     for pid, (p, w, h) in enumerate(out, start=1):

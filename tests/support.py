@@ -73,6 +73,8 @@ class AgentProcess:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        #: extra environment for the process (a forwarder's POD_NAME, a token)
+        self.env: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -80,7 +82,7 @@ class AgentProcess:
 
     def start(self, wait_ready: bool = True) -> AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(self.config), "--listen", f"127.0.0.1:{self.port}"],
             stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -193,13 +193,30 @@ def alertmanager_config(hook_port: int) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def prometheus_config(agent_port: int, am_port: int) -> str:
+def prometheus_config(agent_port: int, am_port: int, forwarder_port: int) -> str:
+    targets = [f"127.0.0.1:{agent_port}", f"127.0.0.1:{forwarder_port}"]
     return yaml.safe_dump({
         "global": {"scrape_interval": SCRAPE, "scrape_timeout": SCRAPE, "evaluation_interval": SCRAPE},
         "rule_files": ["rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
     }, sort_keys=False)
+
+
+def fleet_configs(tmp: Path, records: Path, push_port: int) -> tuple[Path, Path]:
+    """A gateway and a forwarder that tails the demo's own records file (fleet mode, docs/fleet.md), so the
+    dashboard's forwarding row has a real forwarder to show."""
+    proxies = [{"name": "thumbs_up", "field": "proxy.thumbs_up"},
+               {"name": "answer_words", "compute": {"kind": "length", "field": "output", "unit": "words"}}]
+    common = {"proxies": proxies, "audits": [{"name": "resolved", "field": "audit.resolved"}],
+              "segments": {"field": "labels.segment"}, "log": {"level": "WARNING", "format": "text"}}
+    gateway, forwarder = tmp / "gateway.yaml", tmp / "forwarder.yaml"
+    gateway.write_text(yaml.safe_dump({**common, "state_dir": str(tmp / "gateway"),
+                                       "source": {"type": "http_push", "listen": f"127.0.0.1:{push_port}"}}))
+    forwarder.write_text(yaml.safe_dump({**common, "state_dir": str(tmp / "forwarder"),
+                                         "source": {"type": "jsonl", "path": str(records)},
+                                         "forward": {"url": f"http://127.0.0.1:{push_port}/v1/records"}}))
+    return gateway, forwarder
 
 
 def dashboard_queries() -> dict[str, str]:
@@ -333,8 +350,18 @@ def _run(s: Scenario, tmp: Path, procs: list[Process], hook: Webhook, prometheus
     # The demo's clock starts after the process does: this is a lower bound of the change.
     s.change_at = demo.started + CHANGE_AFTER / SPEEDUP
 
+    forwarder_port, push_port = free_port(), free_port()
+    gateway_config, forwarder_config = fleet_configs(tmp, tmp / "demo" / "outputs.jsonl", push_port)
+    for name, config, port in (("gateway", gateway_config, free_port()),
+                               ("forwarder", forwarder_config, forwarder_port)):
+        proc = Process(name, [sys.executable, "-m", "agent", "run", "--config", str(config), "--listen",
+                              f"127.0.0.1:{port}"], tmp)
+        procs.append(proc)
+        ready = f"http://127.0.0.1:{port}/readyz"
+        wait_until(f"the {name} ready", lambda p=proc, u=ready: p.alive() and requests.get(u, timeout=1).ok, 60)
+
     (tmp / "rules.yml").write_text(scaled_rules(SPEEDUP))
-    (tmp / "prometheus.yml").write_text(prometheus_config(s.agent_port, am_port))
+    (tmp / "prometheus.yml").write_text(prometheus_config(s.agent_port, am_port, forwarder_port))
     checked = subprocess.run([promtool, "check", "config", str(tmp / "prometheus.yml")], capture_output=True,
                              text=True, timeout=60)
     if checked.returncode != 0:

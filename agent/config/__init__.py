@@ -8,7 +8,7 @@ underscores separate the path; the value is parsed as YAML), plus the shorthands
 ``GOODHART_STATE_DIR``, ``GOODHART_LISTEN`` and ``GOODHART_LOG_LEVEL``.
 
 One module per concern: ``base`` (ConfigError, the strict base model, name types), ``sources``,
-``compute``, ``audits``, ``schema`` (the top level and its small sections) and ``loading`` (YAML,
+``forward``, ``compute``, ``audits``, ``schema`` (the top level and its small sections) and ``loading`` (YAML,
 environment overrides, error lines). Import from ``agent.config``; the split is an inside detail.
 
 This package checks shape only and imports nothing above ``agent.core``: what needs building (a
@@ -47,6 +47,7 @@ from agent.config.compute import (
     MatchCompute,
     ModelCompute,
 )
+from agent.config.forward import DEFAULT_LABELS_FROM_ENV, ForwardConfig
 from agent.config.loading import (
     ENV_PREFIX,
     ENV_SHORTHANDS,
@@ -72,6 +73,7 @@ from agent.config.sources import DEFAULT_PUSH_LISTEN, PUSH_SHARED_LISTENER, SOUR
 
 __all__ = [
     "COMPUTE_KINDS",
+    "DEFAULT_LABELS_FROM_ENV",
     "DEFAULT_LISTEN",
     "DEFAULT_PUSH_LISTEN",
     "DOTTED_PATH_PATTERN",
@@ -94,6 +96,7 @@ __all__ = [
     "DottedPath",
     "DurationCompute",
     "EnvVarName",
+    "ForwardConfig",
     "HttpGraderConfig",
     "JsonValidCompute",
     "LengthCompute",

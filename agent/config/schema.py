@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.config.audits import AuditSamplingConfig, HttpGraderConfig, LlmJudgeConfig
 from agent.config.base import DEFAULT_LISTEN, DottedPath, Name, PositiveSeconds, Strict, check_listen
 from agent.config.compute import ComputeConfig, compute_errors_at_their_keys
+from agent.config.forward import ForwardConfig
 from agent.config.sources import SourceConfig
 
 
@@ -116,6 +117,8 @@ class Config(Strict):
     source: SourceConfig | None = None
     sources: list[SourceConfig] | None = Field(
         default=None, min_length=1, description="several sources, each with a unique name (instead of source)")
+    forward: ForwardConfig | None = Field(
+        default=None, description="when set, this agent is a forwarder to a gateway (docs/fleet.md)")
     id_field: DottedPath = Field("id", description="field path (dotted or JSON Pointer) of the record id")
     ts_field: DottedPath = Field("ts", description="field path (dotted or JSON Pointer) of the record time")
     proxies: list[ProxyConfig] = Field(min_length=1)

@@ -8,9 +8,11 @@ scrapes; ``source.listen: shared`` serves it on the agent's main listener instea
 through the ``ingest`` callable it is given (``Pipeline.ingest_items`` in the daemon) before it
 answers 202, so a record the app saw accepted survives a crash right after the reply. Everything
 that can be refused from the headers is refused before the body is held in memory (401 token, 415
-type, 413 size, 429 busy: the body is skipped in small chunks, or not read at all above the size
+type or encoding, 413 size, 429 busy: the body is skipped in small chunks, or not read at all above the size
 limit), and at most ``source.max_in_flight`` bodies are held and ingested at a time, so a flood
-costs sockets and 429s, not memory. :meth:`read` returns nothing: pushes never wait for the ingest
+costs sockets and 429s, not memory. A gzip body (``Content-Encoding: gzip``, what forwarders send)
+is inflated up to ``source.max_body_bytes`` and refused (413) beyond, so it cannot cost more memory
+than an uncompressed one. :meth:`read` returns nothing: pushes never wait for the ingest
 schedule.
 """
 
@@ -22,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Self
@@ -36,12 +39,52 @@ log = logging.getLogger(__name__)
 
 PUSH_PATH = "/v1/records"
 #: reasons counted in ``goodhart_source_errors_total`` for this source, declared at zero
-ERROR_REASONS = ("unauthorized", "unsupported_media_type", "too_large", "busy", "bad_body", "ingest_failed")
+ERROR_REASONS = ("unauthorized", "unsupported_media_type", "unsupported_encoding", "too_large", "busy", "bad_body",
+                 "bad_encoding", "ingest_failed")
+#: Content-Encoding values accepted (a forwarder sends gzip); anything else is refused with 415
+ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip"})
 CLOSE_WAIT_SECONDS = 10.0
 
 
 class BodyError(ValueError):
     """A request body that cannot be decoded into records (answered 400)."""
+
+
+class BodyTooLarge(ValueError):
+    """A compressed body that inflates beyond the size limit (answered 413)."""
+
+
+def gunzip_limited(body: bytes, limit: int) -> bytes:
+    """A gzip body inflated, refusing more than ``limit`` bytes of output as soon as it gets there.
+
+    A small body can inflate a thousandfold, so the limit is on what comes out, checked while
+    inflating; concatenated gzip members (RFC 1952) are read one after the other.
+
+    >>> import gzip
+    >>> gunzip_limited(gzip.compress(b"ab") + gzip.compress(b"c"), 10)
+    b'abc'
+    >>> gunzip_limited(gzip.compress(bytes(100)), 10)
+    Traceback (most recent call last):
+    ...
+    agent.sources.http_push.BodyTooLarge: inflates beyond 10 bytes
+    """
+    out: list[bytes] = []
+    size = 0
+    data = body
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = inflater.decompress(data, limit - size + 1)
+        except zlib.error:
+            raise BodyError("body is not valid gzip") from None
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"inflates beyond {limit} bytes")
+        if not inflater.eof:
+            raise BodyError("body is not valid gzip (truncated)")
+        out.append(chunk)
+        data = inflater.unused_data.lstrip(b"\0")  # some writers pad members with zeros
+    return b"".join(out)
 
 
 def decode_body(kind: str, body: bytes) -> list[bytes | dict[str, Any]]:
@@ -177,6 +220,9 @@ class HttpPushSource(Source):
         if unsupported is not None:
             yield self._refuse("unsupported_media_type", 415, unsupported, request=request)
             return
+        if request.headers.get("content-encoding", "").strip().lower() not in ENCODINGS:
+            yield self._refuse("unsupported_encoding", 415, "Content-Encoding must be gzip or identity")
+            return
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
             yield self._refuse("too_large", 413, f"body above {self.max_body_bytes} bytes", request=request)
@@ -196,8 +242,16 @@ class HttpPushSource(Source):
 
     def handle(self, request: Request) -> Response:
         """Decode, store in one transaction, then answer: the 202 means the records are on disk."""
+        body = request.body
+        if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+            try:
+                body = gunzip_limited(body, self.max_body_bytes)
+            except BodyTooLarge as err:
+                return self._refuse("too_large", 413, f"body {err}")
+            except BodyError as err:
+                return self._refuse("bad_encoding", 400, str(err))
         try:
-            items = decode_body(media_type(request.headers.get("content-type", "")), request.body)
+            items = decode_body(media_type(request.headers.get("content-type", "")), body)
         except BodyError as err:
             return self._refuse("bad_body", 400, str(err), request=request)
         try:

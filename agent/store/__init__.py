@@ -9,12 +9,13 @@ transaction together with the source offset it reached, so a restart neither re-
 ``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
 audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
 ``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``references`` which
-pairs started from a reference artifact. All SQL of the agent
-lives in this package.
+pairs started from a reference artifact; ``forward`` a forwarder's buffer of records on their way
+to the gateway. All SQL of the agent lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
 from agent.store.join import JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.references import ImportRow, ReferenceTables
@@ -22,7 +23,7 @@ from agent.store.retention import RetentionTables
 from agent.store.state import StateTables
 
 
-class Store(JoinTables, LogTables, RetentionTables, StateTables, ReferenceTables, Database):
+class Store(JoinTables, LogTables, RetentionTables, StateTables, ReferenceTables, ForwardTables, Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a
@@ -30,5 +31,6 @@ class Store(JoinTables, LogTables, RetentionTables, StateTables, ReferenceTables
     """
 
 
-__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "ImportRow", "LabelJoin", "OutputJoin",
-           "OutputRow", "PairRow", "QueueItem", "Store", "load_budget", "save_budget"]
+__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "BufferStats", "BufferedBatch",
+           "ImportRow", "LabelJoin", "OutputJoin", "OutputRow", "PairRow", "QueueItem", "Store", "load_budget",
+           "save_budget"]

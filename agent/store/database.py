@@ -88,6 +88,24 @@ MIGRATIONS: list[str] = [
     CREATE TABLE reference_imports(key TEXT PRIMARY KEY, artifact TEXT NOT NULL, imported_at REAL NOT NULL,
                                    rebaselined_at REAL);
     """,
+    # 5: a forwarder's durable buffer of records not yet accepted by the gateway, and its running
+    # totals (kept by triggers, so they are right after any crash); see agent/store/forward.py
+    """
+    CREATE TABLE forward_buffer(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        buffered_at REAL NOT NULL,
+        bytes INTEGER NOT NULL,
+        body BLOB NOT NULL);
+    CREATE TABLE forward_totals(id INTEGER PRIMARY KEY CHECK (id = 1), records INTEGER NOT NULL,
+                                bytes INTEGER NOT NULL);
+    INSERT INTO forward_totals(id, records, bytes) VALUES (1, 0, 0);
+    CREATE TRIGGER forward_buffer_added AFTER INSERT ON forward_buffer BEGIN
+        UPDATE forward_totals SET records = records + 1, bytes = bytes + NEW.bytes WHERE id = 1;
+    END;
+    CREATE TRIGGER forward_buffer_removed AFTER DELETE ON forward_buffer BEGIN
+        UPDATE forward_totals SET records = records - 1, bytes = bytes - OLD.bytes WHERE id = 1;
+    END;
+    """,
 ]
 
 
