@@ -11,6 +11,8 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,10 @@ def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServe
 
 
 class Agent:
-    def __init__(self, config: Config, listen: str | None = None) -> None:
+    """The assembled daemon. ``server``: a listener already serving (never-down mode, agent/guard.py)
+    that the agent takes over with its routes, so the probes never go unanswered in between."""
+
+    def __init__(self, config: Config, listen: str | None = None, server: HttpServer | None = None) -> None:
         self.config = config
         state_dir = Path(config.state_dir)
         try:
@@ -62,9 +67,21 @@ class Agent:
         except StateDirBusy as err:
             raise ConfigError([f"state_dir: {err}"]) from None
         self.store = Store(state_dir)
+        try:  # a failed assembly leaves nothing open: never-down mode tries again in the same process
+            self._assemble(config, listen, server)
+        except BaseException:
+            if server is None and hasattr(self, "server"):  # its own listener; a lent one stays up
+                self.server.stop()
+            self.store.close()
+            self.state_lock.release()
+            raise
+
+    def _assemble(self, config: Config, listen: str | None, server: HttpServer | None) -> None:
         self._stopping = threading.Event()
-        host, port = parse_listen(listen or config.listen)
-        self.server = HttpServer(host, port)
+        if server is None:
+            host, port = parse_listen(listen or config.listen)
+            server = HttpServer(host, port)
+        self.server = server
         self.scheduler = LiveScheduler(Jobs())
         self.wired = wire(config, self.store, WallClock(), self.scheduler,
                           lambda ingest: build_source(config, self.store, ingest, self.server),
@@ -136,16 +153,29 @@ class Agent:
     def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
         done = threading.Event()
+        with stop_on_signal(done):
+            self.run_until(done)
 
-        def handle(signum: int, _frame: object) -> None:
-            log.info("signal received, shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
-            done.set()
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def run_until(self, done: threading.Event) -> None:
+        """Start, serve until ``done`` is set, then shut down cleanly."""
         try:
             self.start()
             done.wait()
         finally:
             self.stop()
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+
+
+@contextmanager
+def stop_on_signal(done: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``done`` while inside; the previous handlers come back after."""
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("signal received, shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
+        done.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -36,6 +36,18 @@ def _num(value: Any) -> float:
     return number
 
 
+def config_state(valid: bool, problems: int) -> Iterator[Metric]:
+    """``goodhart_config_valid`` and ``goodhart_config_problems``: whether the agent runs its config."""
+    ok = GaugeMetricFamily("goodhart_config_valid", "1 when the config loaded and the agent runs it; 0 while"
+                           " never-down mode serves without it (the log names the key path).")
+    ok.add_metric([], 1.0 if valid else 0.0)
+    yield ok
+    count = GaugeMetricFamily("goodhart_config_problems",
+                              "Problems found in the config at the last attempt to load it.")
+    count.add_metric([], float(problems))
+    yield count
+
+
 class AgentCollector(Collector):
     """Collects the agent's series; ``components`` maps a component name to its health check."""
 
@@ -60,6 +72,8 @@ class AgentCollector(Collector):
         info.add_metric([__version__], {})
         # InfoMetricFamily names its sample goodhart_build_info with value 1, as the CONTRACT fixes.
         yield info
+        # This collector exists only once a config loaded; never-down mode (agent/guard.py) says 0.
+        yield from config_state(valid=True, problems=0)
 
     def _records(self) -> Iterator[Metric]:
         p = self.view

@@ -78,7 +78,12 @@ def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_
     """Build the pipeline around a source and schedule its steps on ``scheduler``."""
     pipeline = Pipeline(config, store, clock)
     audits = build_audits(config, pipeline, should_stop=should_stop)
-    source = make_source(pipeline.ingest_items)
+    try:
+        source = make_source(pipeline.ingest_items)
+    except BaseException:  # the caller may try again (never-down mode): no audit threads left behind
+        if audits is not None:
+            audits.close()
+        raise
     s = config.schedule
     scheduler.add("detect", s.detect_seconds, pipeline.detect)
     scheduler.add("retention", s.retention_seconds, pipeline.retention)
