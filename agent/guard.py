@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
@@ -89,9 +89,11 @@ def early_settings(path: str, listen: str | None, environ: dict[str, str] | None
 class DegradedCollector(Collector):
     """The series of an agent that runs no config: its version, the config's state, components down."""
 
-    def __init__(self, problems: Callable[[], list[str]], components: list[str]) -> None:
+    def __init__(self, problems: Callable[[], list[str]], components: list[str],
+                 attempts: Callable[[], int] = lambda: 0) -> None:
         self.problems = problems
         self.components = components
+        self.attempts = attempts
 
     def collect(self) -> Iterator[Metric]:
         info = InfoMetricFamily("goodhart_build", "Agent version.", labels=["version"])
@@ -102,6 +104,10 @@ class DegradedCollector(Collector):
         for name in sorted(self.components):
             up.add_metric([name], 0.0)
         yield up
+        tried = CounterMetricFamily("goodhart_config_attempts", "Attempts to load the config and assemble the"
+                                    " agent while never-down mode serves without it.")
+        tried.add_metric([], float(self.attempts()))
+        yield tried
 
 
 class Guard:
@@ -122,7 +128,7 @@ class Guard:
         host, port = parse_listen(self.early.listen)
         server = HttpServer(host, port)  # a taken port is the one start-up failure left: exit 1
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(DegradedCollector(lambda: self.problems, self.early.components))
+        registry.register(DegradedCollector(lambda: self.problems, self.early.components, lambda: self.attempts))
         add_standard_routes(server, registry, self._ready, __version__)
         server.start()
         agent = None
