@@ -154,7 +154,6 @@ class Guard:
         return False, f"config not running: {problems[0] if problems else 'loading'}{more}"
 
     def _attempt(self, server: HttpServer) -> Agent | None:
-        self.attempts += 1
         try:
             config = self.loader(self.config_path)
             setup_logging(config.log.level, config.log.format)
@@ -167,7 +166,7 @@ class Guard:
             return None
         if self.problems:
             log.info("config loaded, agent assembled", extra={"fields": {
-                "config": self.config_path, "attempts": self.attempts}})
+                "config": self.config_path, "attempts": self.attempts + 1}})
         self.problems = []
         return agent
 
@@ -176,3 +175,4 @@ class Guard:
             log.error("config cannot run; serving /metrics and probes without it, retrying", extra={"fields": {
                 "config": self.config_path, "problems": problems, "retry_seconds": self.retry_seconds}})
         self.problems = list(problems) or ["(start): unknown problem"]
+        self.attempts += 1  # counted once its problems are known: a scrape never sees one without the other

@@ -53,7 +53,7 @@ def degraded_until_attempts(agent: AgentProcess, attempts: int) -> dict[Any, flo
     """Metrics once the agent has tried the config ``attempts`` times and still serves degraded."""
     def tried() -> dict[Any, float] | None:
         m = agent.metrics()
-        return m if m.get(("goodhart_config_attempts_total", ())) or 0 >= attempts else None
+        return m if (m.get(("goodhart_config_attempts_total", ())) or 0) >= attempts else None
     result = wait_until(tried, what=f"{attempts} attempts to load the config")
     assert isinstance(result, dict)
     return result

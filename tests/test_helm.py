@@ -214,7 +214,8 @@ SIDECAR_FULL: dict[str, Any] = {
     "extraEnv": [{"name": "GOODHART_LOG_LEVEL", "value": "info"},
                  {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
     "ports": {"metrics": 12100, "push": 12101},
-    "sidecar": {"native": True, "onError": "exit", "containerName": "quality-agent", "podLabels": {"quality-agent": "on"},
+    "sidecar": {"native": True, "onError": "exit", "containerName": "quality-agent",
+                "podLabels": {"quality-agent": "on"},
                 "handoff": {"volumeName": "ai-outputs", "create": True, "mountPath": "/data/handoff",
                             "sizeLimit": "512Mi"}},
     "state": {"sizeLimit": "2Gi"},
@@ -586,7 +587,8 @@ def test_networkpolicy_never_touches_application_pods(chart: Any) -> None:
 # --- gateway --------------------------------------------------------------------------------------
 
 
-def test_gateway_is_one_statefulset_replica_with_its_state_on_a_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_gateway_is_one_statefulset_replica_with_its_state_on_a_claim(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["gateway-everything"]
     sts = one(objects, "StatefulSet")
     assert sts["spec"]["replicas"] == 1 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
