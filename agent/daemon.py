@@ -55,7 +55,8 @@ class Agent:
     """The assembled daemon. ``server``: a listener already serving (never-down mode, agent/guard.py)
     that the agent takes over with its routes, so the probes never go unanswered in between."""
 
-    def __init__(self, config: Config, listen: str | None = None, server: HttpServer | None = None) -> None:
+    def __init__(self, config: Config, listen: str | None = None, server: HttpServer | None = None,
+                 config_attempts: int = 1) -> None:
         self.config = config
         state_dir = Path(config.state_dir)
         try:
@@ -68,7 +69,7 @@ class Agent:
             raise ConfigError([f"state_dir: {err}"]) from None
         self.store = Store(state_dir)
         try:  # a failed assembly leaves nothing open: never-down mode tries again in the same process
-            self._assemble(config, listen, server)
+            self._assemble(config, listen, server, config_attempts)
         except BaseException:
             if server is None and hasattr(self, "server"):  # its own listener; a lent one stays up
                 self.server.stop()
@@ -76,7 +77,7 @@ class Agent:
             self.state_lock.release()
             raise
 
-    def _assemble(self, config: Config, listen: str | None, server: HttpServer | None) -> None:
+    def _assemble(self, config: Config, listen: str | None, server: HttpServer | None, config_attempts: int) -> None:
         self._stopping = threading.Event()
         if server is None:
             host, port = parse_listen(listen or config.listen)
@@ -90,7 +91,7 @@ class Agent:
         self.source = self.wired.source
         self.pipeline.event_sinks.append(self._log_event)
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
-        add_standard_routes(self.server, self.wired.registry(), self._ready, __version__)
+        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__)
         self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
         self.server.route("GET", "/v1/events", self._events)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
@@ -99,15 +99,11 @@ class DegradedCollector(Collector):
         info = InfoMetricFamily("goodhart_build", "Agent version.", labels=["version"])
         info.add_metric([__version__], {})
         yield info
-        yield from config_state(valid=False, problems=len(self.problems()))
+        yield from config_state(valid=False, problems=len(self.problems()), attempts=self.attempts())
         up = GaugeMetricFamily("goodhart_up", "1 when a component is reachable, else 0.", labels=["component"])
         for name in sorted(self.components):
             up.add_metric([name], 0.0)
         yield up
-        tried = CounterMetricFamily("goodhart_config_attempts", "Attempts to load the config and assemble the"
-                                    " agent while never-down mode serves without it.")
-        tried.add_metric([], float(self.attempts()))
-        yield tried
 
 
 class Guard:
@@ -157,7 +153,7 @@ class Guard:
         try:
             config = self.loader(self.config_path)
             setup_logging(config.log.level, config.log.format)
-            agent = Agent(config, server=server)
+            agent = Agent(config, server=server, config_attempts=self.attempts + 1)
         except ConfigError as err:
             self._failed(err.problems)
             return None

@@ -52,13 +52,15 @@ class Wired:
         """One bounded read of the source (the daemon's ``ingest`` job)."""
         return self.pipeline.ingest(self.source, max_batches=INGEST_BATCHES_PER_RUN)
 
-    def registry(self) -> CollectorRegistry:
-        """A registry with the agent's collector: what ``/metrics`` serves."""
+    def registry(self, config_attempts: int = 1) -> CollectorRegistry:
+        """A registry with the agent's collector: what ``/metrics`` serves (``config_attempts``: how
+        often never-down mode tried the config before this one ran)."""
         registry = CollectorRegistry(auto_describe=True)
         extra: list[Callable[[], Iterator[Metric]]] = [self._source_metrics]
         if self.audits is not None:
             extra.append(self.audits.collect)
-        registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra))
+        registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra,
+                                         config_attempts=config_attempts))
         return registry
 
     def close(self) -> None:

@@ -83,6 +83,7 @@ def test_a_broken_config_keeps_the_agent_up_saying_why_until_the_file_is_fixed(
     assert agent.wait_for("goodhart_records_total", 5, source="jsonl") == 5
     assert requests.get(agent.url + "/readyz", timeout=5).status_code == 200
     assert agent.value("goodhart_config_problems") == 0
+    assert (agent.value("goodhart_config_attempts_total") or 0) >= 4  # three failed, then the one that ran
     assert agent.terminate() == 0
 
 
