@@ -31,6 +31,16 @@ def _listen(value: str) -> str:
     return value
 
 
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goodhart-agent",
@@ -46,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "Run the daemon: follow the source, detect, serve /metrics.")
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--listen", type=_listen, help=f"HOST:PORT for /metrics and probes (default {DEFAULT_LISTEN})")
+    run.add_argument("--on-error", choices=("exit", "serve"), default="exit",
+                     help="exit (default): a config that cannot run exits 2, for standalone and gateway runs. "
+                          "serve: never-down mode for sidecars: stay up, serve /metrics (goodhart_config_valid 0), "
+                          "/healthz and /readyz, log the problem, retry the config every --retry-seconds")
+    run.add_argument("--retry-seconds", type=_positive, default=30.0,
+                     help="with --on-error serve: seconds between two attempts to load the config (default 30)")
 
     check = command("check-config", "Validate a config file; one line per problem with its key path.")
     check.add_argument("file", help="YAML config file")
@@ -174,6 +190,11 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.on_error == "serve":
+        from agent.guard import Guard
+
+        Guard(args.config, args.listen, args.retry_seconds).run_until_signal()
+        return EXIT_OK
     config = _load(args.config)
     from agent.daemon import Agent
     from agent.logs import setup_logging

@@ -15,6 +15,8 @@ import logging
 import signal
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,11 @@ def build_sources(config: Config, store: Store, ingest: Ingest, server: HttpServ
 
 
 class Agent:
-    def __init__(self, config: Config, listen: str | None = None) -> None:
+    """The assembled daemon. ``server``: a listener already serving (never-down mode, agent/guard.py)
+    that the agent takes over with its routes, so the probes never go unanswered in between."""
+
+    def __init__(self, config: Config, listen: str | None = None, server: HttpServer | None = None,
+                 config_attempts: int = 1) -> None:
         self.config = config
         state_dir = Path(config.state_dir)
         try:
@@ -100,13 +106,26 @@ class Agent:
         except sqlite3.Error as err:
             self.state_lock.release()
             raise ConfigError([f"state_dir: cannot open the store in {state_dir}: {err}"]) from None
+        try:  # a failed assembly leaves nothing open: never-down mode tries again in the same process
+            self._assemble(config, listen, server, config_attempts)
+        except BaseException:
+            if server is None and hasattr(self, "server"):  # its own listener; a lent one stays up
+                self.server.stop()
+            self.store.close()
+            self.state_lock.release()
+            raise
+
+    def _assemble(self, config: Config, listen: str | None, server: HttpServer | None, config_attempts: int) -> None:
         self._stopping = threading.Event()
-        host, port = parse_listen(listen or config.listen)
-        try:
-            self.server = HttpServer(host, port)
-        except OSError as err:
-            raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
+        if server is None:
+            host, port = parse_listen(listen or config.listen)
+            try:
+                server = HttpServer(host, port)
+            except OSError as err:
+                raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
+        self.server = server
         self.scheduler = LiveScheduler(Jobs())
+
         def make_sources(ingest: Ingest) -> list[Source]:
             return build_sources(config, self.store, ingest, self.server)
 
@@ -124,7 +143,7 @@ class Agent:
         self.sources = self.wired.sources
         self.source = self.wired.source
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
-        add_standard_routes(self.server, self.wired.registry(), self._ready, __version__)
+        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__)
         if self.pipeline is not None:
             self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
             self.server.route("GET", "/v1/events", self._events)
@@ -191,16 +210,29 @@ class Agent:
     def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""
         done = threading.Event()
+        with stop_on_signal(done):
+            self.run_until(done)
 
-        def handle(signum: int, _frame: object) -> None:
-            log.info("signal received, shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
-            done.set()
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def run_until(self, done: threading.Event) -> None:
+        """Start, serve until ``done`` is set, then shut down cleanly."""
         try:
             self.start()
             done.wait()
         finally:
             self.stop()
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+
+
+@contextmanager
+def stop_on_signal(done: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``done`` while inside; the previous handlers come back after."""
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("signal received, shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
+        done.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

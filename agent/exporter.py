@@ -55,13 +55,32 @@ class RecordsView(Protocol):
 Block = Callable[[], Iterator[Metric]]
 
 
+def config_state(valid: bool, problems: int, attempts: int) -> Iterator[Metric]:
+    """``goodhart_config_valid``, ``goodhart_config_problems`` and ``goodhart_config_attempts_total``:
+    whether the agent runs its config, and how often it tried to load it since the process started."""
+    ok = GaugeMetricFamily("goodhart_config_valid", "1 when the config loaded and the agent runs it; 0 while"
+                           " never-down mode serves without it (the log names the key path).")
+    ok.add_metric([], 1.0 if valid else 0.0)
+    yield ok
+    count = GaugeMetricFamily("goodhart_config_problems",
+                              "Problems found in the config at the last attempt to load it.")
+    count.add_metric([], float(problems))
+    yield count
+    tried = CounterMetricFamily("goodhart_config_attempts", "Attempts to load the config and assemble the agent"
+                                " since the process started (more than 1: never-down mode retried).")
+    tried.add_metric([], float(attempts))
+    yield tried
+
+
 class RecordsCollector(Collector):
     """The series every agent exports, a forwarder included: build, records and rejections, health,
     computed proxies, jobs, store; ``components`` maps a component name to its health check."""
 
     def __init__(self, view: RecordsView, jobs: dict[str, JobStats] | None = None,
-                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None) -> None:
+                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None,
+                 config_attempts: int = 1) -> None:
         self.records_view = view
+        self.config_attempts = config_attempts
         self.jobs = jobs if jobs is not None else {}
         self.components = components if components is not None else {}
         self.extra = extra if extra is not None else []
@@ -81,6 +100,8 @@ class RecordsCollector(Collector):
         info.add_metric([__version__], {})
         # InfoMetricFamily names its sample goodhart_build_info with value 1, as the CONTRACT fixes.
         yield info
+        # This collector exists only once a config loaded; never-down mode (agent/guard.py) says 0.
+        yield from config_state(valid=True, problems=0, attempts=self.config_attempts)
 
     def _records(self) -> Iterator[Metric]:
         p = self.records_view
@@ -173,8 +194,9 @@ class AgentCollector(RecordsCollector):
     """An agent's series: the shared ones plus detection (detectors, pairs, means, validity)."""
 
     def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
-                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None) -> None:
-        super().__init__(view, jobs, components, extra)
+                 components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None,
+                 config_attempts: int = 1) -> None:
+        super().__init__(view, jobs, components, extra, config_attempts)
         self.view = view
 
     def blocks(self) -> tuple[Block, ...]:

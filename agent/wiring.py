@@ -56,7 +56,7 @@ class Assembly(Protocol):
 
     def ingest_step(self) -> int: ...
 
-    def registry(self) -> CollectorRegistry: ...
+    def registry(self, config_attempts: int = 1) -> CollectorRegistry: ...
 
     def final_steps(self) -> None: ...
 
@@ -104,13 +104,15 @@ class Wired:
         """One bounded read of each source (the daemon's ``ingest`` job)."""
         return sum(self.pipeline.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
 
-    def registry(self) -> CollectorRegistry:
-        """A registry with the agent's collector: what ``/metrics`` serves."""
+    def registry(self, config_attempts: int = 1) -> CollectorRegistry:
+        """A registry with the agent's collector: what ``/metrics`` serves (``config_attempts``: how
+        often never-down mode tried the config before this one ran)."""
         registry = CollectorRegistry(auto_describe=True)
         extra: list[Block] = [lambda: _source_metrics(self.sources)]
         if self.audits is not None:
             extra.append(self.audits.collect)
-        registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra))
+        registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra,
+                                         config_attempts=config_attempts))
         return registry
 
     def final_steps(self) -> None:
@@ -146,11 +148,12 @@ class WiredForwarder:
         """One bounded read of each source into the buffer (the daemon's ``ingest`` job)."""
         return sum(self.forwarder.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
 
-    def registry(self) -> CollectorRegistry:
+    def registry(self, config_attempts: int = 1) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)
         view = ForwarderView(self.forwarder, self.forwarder.clock)
         registry.register(RecordsCollector(view, self.jobs.stats, self.components,
-                                           extra=[lambda: _source_metrics(self.sources), view.collect]))
+                                           extra=[lambda: _source_metrics(self.sources), view.collect],
+                                           config_attempts=config_attempts))
         return registry
 
     def final_steps(self) -> None:
@@ -167,7 +170,12 @@ def wire(config: Config, store: Store, clock: Clock, scheduler: Scheduler, make_
     """Build the pipeline around a source and schedule its steps on ``scheduler``."""
     pipeline = Pipeline(config, store, clock)
     audits = build_audits(config, pipeline, should_stop=should_stop)
-    made = make_source(pipeline.ingest_items)
+    try:
+        made = make_source(pipeline.ingest_items)
+    except BaseException:  # the caller may try again (never-down mode): no audit threads left behind
+        if audits is not None:
+            audits.close()
+        raise
     sources = [made] if isinstance(made, Source) else list(made)
     s = config.schedule
     scheduler.add("detect", s.detect_seconds, pipeline.detect)

@@ -434,6 +434,15 @@ def panels() -> list[dict[str, Any]]:
                    "Size of the agent's SQLite store on disk.",
                    [target(f"max by (instance) (goodhart_store_size_bytes{{{TARGET}}})", "{{instance}}")],
                    unit="bytes", min_=0), 8, 7)
+    add(timeseries("Config problems (never-down sidecars)",
+                   "Problems found at the last attempt to load each agent's config, and attempts per second "
+                   "while a never-down sidecar serves without one (GoodhartConfigInvalid). 0 problems: the "
+                   "agent runs its config. The log and /readyz name the key paths.",
+                   [target(f"max by (instance) (goodhart_config_problems{{{TARGET}}})", "problems {{instance}}",
+                           "A"),
+                    target(f"sum by (instance) (rate(goodhart_config_attempts_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "attempts/s {{instance}}", "B")],
+                   min_=0), 24, 7)
 
     add(row("Fleet forwarding"), 24, 1)
     add(timeseries("Forwarded and dropped records",

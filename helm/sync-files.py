@@ -8,7 +8,8 @@ Three things in ``helm/goodhart-agent`` are derived from one source each elsewhe
 - ``files/dashboards/*.json``: copies of ``dashboards/*.json`` (the dashboards ConfigMap);
 - the ``config`` part of ``values.schema.json``: generated from the agent's config model
   (``agent.config.Config``), so that the chart accepts exactly the agent's config keys, minus the
-  ones the chart sets itself (``listen``, ``state_dir``, ``source.listen``).
+  ones the chart sets itself (``listen``, ``state_dir``, ``source.listen``, ``forward.url``,
+  ``forward.token_env``).
 
 Run this after changing a source; ``tests/test_helm.py`` fails while the chart differs.
 
@@ -28,8 +29,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = Path("helm") / "goodhart-agent"
-# Agent config keys the chart owns: they follow its ports and volumes.
-CHART_OWNED = {"Config": ("listen", "state_dir"), "SourceConfig": ("listen",)}
+# Agent config keys the chart owns, as key paths: they follow its ports, volumes and forwarder values
+# (sidecar.forwarder.url and .tokenSecret set forward.url and forward.token_env). A path whose
+# model does not exist (yet) is skipped; the other forward keys stay values under config.forward.
+CHART_OWNED = (("listen",), ("state_dir",), ("source", "listen"), ("forward", "url"), ("forward", "token_env"))
 # Schema keywords left out: generated noise (title), documentation that Helm never reads
 # (default, examples), and OpenAPI's discriminator (the oneOf next to it does the validating).
 DROPPED_KEYWORDS = {"title", "default", "examples", "discriminator"}
@@ -80,13 +83,32 @@ def agent_config_schema(root: Path = ROOT) -> dict[str, Any] | None:
     if result.returncode != 0:
         raise RuntimeError(f"cannot read the agent's config model: {result.stderr.strip()}")
     schema = _clean(json.loads(result.stdout))
-    for model, keys in CHART_OWNED.items():
-        node = schema if model == "Config" else schema["$defs"][model]
-        for key in keys:
-            node["properties"].pop(key, None)
-            if key in node.get("required", []):
-                node["required"].remove(key)
+    for path in CHART_OWNED:
+        node = _model_at(schema, path[:-1])
+        if node is None:
+            continue
+        node.get("properties", {}).pop(path[-1], None)
+        if path[-1] in node.get("required", []):
+            node["required"].remove(path[-1])
     return dict(schema)
+
+
+def _model_at(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The object schema at a key path, following $ref and a nullable anyOf; None when absent."""
+    node: Any = schema
+    for key in (None, *path):
+        if key is not None:
+            node = node.get("properties", {}).get(key) if isinstance(node, dict) else None
+        for _ in range(4):  # resolve {"$ref"} and {"anyOf": [{"$ref"}, {"type": "null"}]}
+            if not isinstance(node, dict):
+                return None
+            if "$ref" in node:
+                node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1])
+            elif "anyOf" in node:
+                node = next((n for n in node["anyOf"] if isinstance(n, dict) and "$ref" in n), None)
+            else:
+                break
+    return node if isinstance(node, dict) else None
 
 
 def _embedded(values_schema: dict[str, Any]) -> dict[str, Any]:

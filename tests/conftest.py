@@ -15,8 +15,8 @@ def agent_factory(tmp_path: Path) -> Iterator[Any]:
     """Builds :class:`AgentProcess` instances and kills whatever is left at the end."""
     started: list[AgentProcess] = []
 
-    def make(config: Path, port: int | None = None) -> AgentProcess:
-        proc = AgentProcess(config, port or free_port(), tmp_path / f"agent-{len(started)}.log")
+    def make(config: Path, port: int | None = None, args: tuple[str, ...] = ()) -> AgentProcess:
+        proc = AgentProcess(config, port or free_port(), tmp_path / f"agent-{len(started)}.log", args)
         started.append(proc)
         return proc
 

@@ -68,10 +68,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval:
 class AgentProcess:
     """``goodhart-agent run`` in a subprocess, talking to it only over HTTP and signals."""
 
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+    def __init__(self, config: Path, port: int, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.config = config
         self.port = port
         self.log_path = log_path
+        self.args = args  # more ``run`` options, e.g. ("--on-error", "serve")
         self.proc: subprocess.Popen[bytes] | None = None
         #: extra environment for the process (a forwarder's POD_NAME, a token)
         self.env: dict[str, str] = {}
@@ -84,7 +85,8 @@ class AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config), "--listen", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config), "--listen", f"127.0.0.1:{self.port}",
+             *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         if wait_ready:

@@ -51,6 +51,9 @@ def test_counts_rejections_and_pairs_appear_on_metrics(tmp_path: Path, agent_fac
     assert agent.wait_for("goodhart_audited_pairs", 10, audit="resolved", proxy="thumbs_up", segment="*") == 10
     assert agent.value("goodhart_build_info", version=__import__("agent").__version__) == 1
     assert agent.value("goodhart_up", component="source") == 1
+    # A healthy agent runs its config, loaded at the first attempt.
+    assert (m[("goodhart_config_valid", ())], m[("goodhart_config_attempts_total", ())]) == (1, 1)
+    assert m[("goodhart_config_problems", ())] == 0
     assert agent.value("goodhart_last_record_timestamp_seconds", source="jsonl") == T0 + 9
 
 

@@ -214,7 +214,8 @@ SIDECAR_FULL: dict[str, Any] = {
     "extraEnv": [{"name": "GOODHART_LOG_LEVEL", "value": "info"},
                  {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
     "ports": {"metrics": 12100, "push": 12101},
-    "sidecar": {"native": True, "containerName": "quality-agent", "podLabels": {"quality-agent": "on"},
+    "sidecar": {"native": True, "onError": "exit", "containerName": "quality-agent",
+                "podLabels": {"quality-agent": "on"},
                 "handoff": {"volumeName": "ai-outputs", "create": True, "mountPath": "/data/handoff",
                             "sizeLimit": "512Mi"}},
     "state": {"sizeLimit": "2Gi"},
@@ -224,6 +225,7 @@ SIDECAR_FULL: dict[str, Any] = {
                "readiness": {"successThreshold": 1, "timeoutSeconds": 5}},
     "monitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "5s", "namespaceSelector": {"any": True}},
     "prometheusRule": {"enabled": True, "divergenceSeverity": "page"},
+    "installRulesAndDashboards": True,
     "monitoringLabels": {"release": "kube-prometheus-stack"},
     "dashboards": {"annotations": {"grafana_folder": "AI quality"}, "namespace": "monitoring"},
     "exampleApp": {"enabled": True, "intervalSeconds": 2, "auditEvery": 3},
@@ -261,6 +263,30 @@ STANDALONE_FULL: dict[str, Any] = {
     },
 }
 
+GATEWAY_FULL: dict[str, Any] = {
+    "mode": "gateway",
+    "config": {"source": {"type": "http_push", "token_env": "GOODHART_PUSH_TOKEN"}},
+    "secretEnv": {"GOODHART_PUSH_TOKEN": {"name": "goodhart-forward", "key": "token"}},
+    "gateway": {
+        "service": {"type": "ClusterIP", "annotations": {"example.com/owner": "ml-platform"}},
+        "persistence": {"storageClass": "fast", "size": "20Gi", "accessModes": ["ReadWriteOncePod"]},
+        "podAnnotations": {"example.com/scrape": "false"},
+        "podLabels": {"team": "ml-platform"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+        "priorityClassName": "low-priority",
+        "terminationGracePeriodSeconds": 20,
+    },
+    "monitor": {"enabled": True, "kind": "ServiceMonitor", "jobLabel": "app.kubernetes.io/instance"},
+    "prometheusRule": {"enabled": True},
+    "networkPolicy": {"enabled": True, "pushFrom": [{"namespaceSelector": {}}]},
+}
+
+FORWARDER = {"sidecar": {"forwarder": {"enabled": True, "url": "http://goodhart-gateway.monitoring:10101/v1/records",
+                                       "tokenSecret": {"name": "goodhart-forward", "key": "token"}}},
+             "secretEnv": {"JUDGE_API_KEY": {"name": "judge-secret", "key": "api-key"}},
+             "exampleApp": {"enabled": True}, "monitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "sidecar-example-native-auto": {"exampleApp": {"enabled": True}},
@@ -273,6 +299,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "standalone-pvc-servicemonitor": {"mode": "standalone", "config": {"source": {"type": "http_push"}},
                                       "standalone": {"persistence": {"enabled": True, "storageClass": "fast"}},
                                       "monitor": {"enabled": True, "kind": "ServiceMonitor"}},
+    "gateway-everything": GATEWAY_FULL,
+    "gateway-existing-claim": {"mode": "gateway", "config": {"source": {"type": "http_push"}},
+                               "gateway": {"persistence": {"existingClaim": "fleet-state"}},
+                               "monitor": {"enabled": True}},
+    "sidecar-forwarder-native": FORWARDER,
+    "sidecar-forwarder-plain": {**FORWARDER, "sidecar": {**FORWARDER["sidecar"], "native": False}},
 }
 for _example in sorted(EXAMPLES.glob("*-values.yaml")):
     if _example.name != "other-chart-values.yaml":  # values for another chart, not this one
@@ -292,12 +324,12 @@ def kubernetes_versions() -> list[str]:
 # --- rendering and Kubernetes validity ------------------------------------------------------------
 
 
-def test_defaults_render_the_sidecar_companions_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_defaults_render_the_sidecar_companions_only(rendered: dict[str, list[dict[str, Any]]], chart: Any) -> None:
     objects = rendered["defaults"]
     # Sidecar mode renders no workload; offline there is no monitoring.coreos.com/v1, so "auto"
-    # renders neither monitor nor rules.
-    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "ConfigMap"]
-    dashboards = one(objects, "ConfigMap", "-dashboards")
+    # renders neither monitor nor rules; a sidecar release installs no dashboards by default.
+    assert sorted(o["kind"] for o in objects) == ["ConfigMap"]
+    dashboards = one(render(chart, {"installRulesAndDashboards": True}), "ConfigMap", "-dashboards")
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
@@ -418,10 +450,12 @@ def test_containers_run_restricted(rendered: dict[str, list[dict[str, Any]]]) ->
 def test_agent_container_probes_ports_and_mounts(rendered: dict[str, list[dict[str, Any]]]) -> None:
     spec = pod_specs(rendered["sidecar-example-plain"])[0]
     agent = agent_containers(spec)[0]
-    assert agent["args"] == ["run", "--config", "/etc/goodhart-agent/config.yaml"]
+    # A sidecar runs in never-down mode by default, with a liveness probe only (see the
+    # never-down tests below); sidecar.onError exit gives the fail-fast layout of standalone.
+    assert agent["args"] == ["run", "--config", "/etc/goodhart-agent/config.yaml", "--on-error", "serve",
+                             "--retry-seconds", "30"]
     assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "goodhart"}
-    assert agent["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "goodhart"}
-    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "goodhart"}
+    assert "startupProbe" not in agent and "readinessProbe" not in agent
     assert agent["ports"] == [{"name": "goodhart", "containerPort": 10100, "protocol": "TCP"}]
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
     assert mounts["goodhart-config"] == {"name": "goodhart-config", "mountPath": "/etc/goodhart-agent",
@@ -446,7 +480,10 @@ def test_every_option_reaches_the_sidecar(rendered: dict[str, list[dict[str, Any
     assert agent["image"] == "registry.example.com/goodhart-agent@sha256:" + "a" * 64
     assert agent["imagePullPolicy"] == "Always"
     assert agent["ports"][0]["containerPort"] == 12100
-    assert agent["readinessProbe"]["timeoutSeconds"] == 5
+    assert agent["readinessProbe"]["timeoutSeconds"] == 5  # onError exit: the fail-fast probes
+    assert agent["args"] == ["run", "--config", "/etc/goodhart-agent/config.yaml"]
+    assert agent["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "goodhart"}
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "goodhart"}
     env = {e["name"]: e for e in agent["env"]}
     # The judge key comes from the Secret; it is never a literal value anywhere.
     assert env["JUDGE_API_KEY"] == {"name": "JUDGE_API_KEY",
@@ -547,6 +584,160 @@ def test_networkpolicy_never_touches_application_pods(chart: Any) -> None:
     assert not by_kind(objects, "NetworkPolicy")
 
 
+# --- gateway --------------------------------------------------------------------------------------
+
+
+def test_gateway_is_one_statefulset_replica_with_its_state_on_a_claim(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["gateway-everything"]
+    sts = one(objects, "StatefulSet")
+    assert sts["spec"]["replicas"] == 1 and sts["spec"]["podManagementPolicy"] == "OrderedReady"
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "goodhart-state"
+    assert claim["spec"] == {"accessModes": ["ReadWriteOncePod"], "storageClassName": "fast",
+                             "resources": {"requests": {"storage": "20Gi"}}}
+    spec = sts["spec"]["template"]["spec"]
+    agent = agent_containers(spec)[0]
+    assert {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}["goodhart-state"] == "/var/lib/goodhart-agent"
+    assert "goodhart-state" not in {v["name"] for v in spec["volumes"]}  # from the claim template
+    assert not by_kind(objects, "Deployment") and not by_kind(objects, "PersistentVolumeClaim")
+    # A gateway fails fast on a bad config, and its Service sends pushes only to a ready agent.
+    assert agent["args"] == ["run", "--config", "/etc/goodhart-agent/config.yaml"]
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert agent["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert agent["env"][-1]["valueFrom"]["secretKeyRef"] == {"name": "goodhart-forward", "key": "token"}
+    assert spec["priorityClassName"] == "low-priority" and spec["terminationGracePeriodSeconds"] == 20
+    pod_labels_ = sts["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels_["app.kubernetes.io/component"] == "gateway" and pod_labels_["team"] == "ml-platform"
+    service = one(objects, "Service")
+    assert sts["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= pod_labels_.items()
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"goodhart": 10100, "goodhart-push": 10101}
+    assert agent_config(objects)["source"] == {"type": "http_push", "listen": "0.0.0.0:10101",
+                                               "token_env": "GOODHART_PUSH_TOKEN"}
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/instance"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    policy = one(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels_.items()
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["goodhart", "goodhart-push"]
+
+
+def test_gateway_installs_the_rules_and_dashboards_once(rendered: dict[str, list[dict[str, Any]]],
+                                                        chart: Any) -> None:
+    """The gateway release installs them by default; an application's sidecar release does not,
+    even when its prometheusRule and dashboards switches are on, unless told to."""
+    assert one(rendered["gateway-everything"], "PrometheusRule")
+    assert one(rendered["gateway-everything"], "ConfigMap", "-dashboards")
+    for scenario in ("sidecar-forwarder-native", "sidecar-http-push", "defaults"):
+        objects = rendered[scenario]
+        assert not by_kind(objects, "PrometheusRule"), scenario
+        assert not [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboards")]
+    off = render(chart, {**GATEWAY_FULL, "installRulesAndDashboards": False})
+    assert not by_kind(off, "PrometheusRule") and len(by_kind(off, "ConfigMap")) == 1
+
+
+def test_gateway_with_an_existing_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    sts = one(rendered["gateway-existing-claim"], "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["goodhart-state"]["persistentVolumeClaim"] == {"claimName": "fleet-state"}
+    monitor = one(rendered["gateway-existing-claim"], "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+
+
+# --- forwarder sidecars: never-down mode --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["sidecar-forwarder-native", "sidecar-forwarder-plain"])
+def test_forwarder_sidecar_never_holds_the_application_back(rendered: dict[str, list[dict[str, Any]]],
+                                                            scenario: str) -> None:
+    """Native sidecar rules (Kubernetes docs, sidecar containers): the app's containers start once
+    the restartable init container is started, i.e. its process runs and it has no startupProbe
+    (or the probe passed); its readinessProbe counts for the Pod's readiness. So: no startupProbe,
+    no readinessProbe; a livenessProbe on /healthz (restarts the agent only); Secrets and the
+    ConfigMap optional, so that a missing one never stops the container from being created."""
+    objects = rendered[scenario]
+    spec = pod_specs(objects)[0]
+    agent = agent_containers(spec)[0]
+    native = scenario.endswith("native")
+    assert [c["name"] for c in spec.get("initContainers", [])] == (["goodhart-agent"] if native else [])
+    assert ("restartPolicy" in agent) is native
+    app = next(c for c in spec["containers"] if c["name"] == "app")
+    assert "startupProbe" not in agent, "a startupProbe would hold the app's start back"
+    assert "readinessProbe" not in agent, "a failing readiness would take the app out of its Service"
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "goodhart"}
+    assert agent["args"][-4:] == ["--on-error", "serve", "--retry-seconds", "30"]
+    assert "initContainers" not in spec or [c["name"] for c in spec["initContainers"]] == ["goodhart-agent"]
+    assert app.get("readinessProbe") is None or app["readinessProbe"]  # the app's own probes, untouched
+    env = {e["name"]: e for e in agent["env"]}
+    for name in ("GOODHART_FORWARD_TOKEN", "JUDGE_API_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["optional"] is True, name
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["goodhart-config"]["configMap"]["optional"] is True
+    config = agent_config(objects)
+    assert config["forward"] == {"url": "http://goodhart-gateway.monitoring:10101/v1/records",
+                                 "token_env": "GOODHART_FORWARD_TOKEN"}
+    monitor = one(objects, "PodMonitor")
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels(objects).items()
+
+
+def test_two_applications_in_one_namespace_are_two_jobs(chart: Any) -> None:
+    """jobLabel names the job after the scraped pod's app.kubernetes.io/name, not after the
+    PodMonitor: two applications' sidecars are never pooled into one job by the fleet rules."""
+    for name in ("bot-a", "bot-b"):
+        monitor = one(render(chart, {**FORWARDER, "sidecar": {**FORWARDER["sidecar"], "podLabels": {"scrape": name}}},
+                             name=name), "PodMonitor")
+        assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+        assert monitor["spec"]["selector"] == {"matchLabels": {"scrape": name, "goodhart-agent/scrape": "true"}}
+    assert "jobLabel" not in one(render(chart, {"monitor": {"enabled": True, "jobLabel": ""}}), "PodMonitor")["spec"]
+
+
+def test_the_rendered_sidecar_with_a_broken_config_stays_up(rendered: dict[str, list[dict[str, Any]]],
+                                                            tmp_path: Path) -> None:
+    """The container as rendered (its args and environment) with a config it cannot run: the
+    process stays up, the liveness path answers 200, /metrics says why."""
+    if not agent_available():
+        pytest.skip("the agent is not there yet")
+    import requests
+    from support import free_port, parse_metrics, wait_until
+
+    agent = agent_containers(pod_specs(rendered["sidecar-forwarder-native"])[0])[0]
+    config = agent_config(rendered["sidecar-forwarder-native"])
+    config["proxies"][0]["direction"] = "sideways"  # broken on purpose
+    config["state_dir"] = str(tmp_path / "state")
+    config["source"]["path"] = str(tmp_path / "outputs.jsonl")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    args = [str(tmp_path / "config.yaml") if a.startswith("/etc/goodhart-agent/") else a for a in agent["args"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOODHART")}
+    env.update({e["name"]: e["value"] for e in agent["env"] if "value" in e})
+    env.update(GOODHART_LISTEN=f"127.0.0.1:{port}", GOODHART_STATE_DIR=str(tmp_path / "state"))
+    probe = f"http://127.0.0.1:{port}{agent['livenessProbe']['httpGet']['path']}"
+    proc = subprocess.Popen([sys.executable, "-m", "agent", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                return requests.get(probe, timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_until(healthy, what="the liveness probe's path")
+        metrics = parse_metrics(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        assert metrics[("goodhart_config_valid", ())] == 0
+        assert metrics[("goodhart_up", (("component", "gateway"),))] == 0
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0
+    assert "proxies.0.direction" in output
+
+
 # --- monitoring: PodMonitor, PrometheusRule, dashboards -------------------------------------------
 
 
@@ -555,7 +746,8 @@ def test_capability_gate_auto_renders_nothing_offline(chart: Any, kind: str) -> 
     """helm template reports no monitoring.coreos.com/v1: auto leaves them out, true forces them."""
     assert not by_kind(render(chart, {}), kind)
     assert not by_kind(render(chart, {"monitor": {"enabled": False}, "prometheusRule": {"enabled": False}}), kind)
-    forced = render(chart, {"monitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
+    forced = render(chart, {"monitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                            "installRulesAndDashboards": True})
     assert len(by_kind(forced, kind)) == 1
 
 
@@ -569,7 +761,7 @@ def test_capability_gate_auto_follows_the_cluster(helm: Any, chart_dir: Path, tm
     assert "$ctx.Capabilities.APIVersions.Has $api" in text
     helpers.write_text(text.replace("$ctx.Capabilities.APIVersions.Has $api", "true"))
     with helm.Chart.load(str(probe_chart)) as probe:
-        kinds = {o["kind"] for o in render(probe, {})}
+        kinds = {o["kind"] for o in render(probe, {"installRulesAndDashboards": True})}
     assert {"PodMonitor", "PrometheusRule"} <= kinds
 
 
@@ -609,7 +801,8 @@ def rules_source(chart_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("severity", [None, "page"])
 def test_prometheusrule_is_the_rules_file_with_the_configured_severity(
         chart: Any, chart_dir: Path, severity: str | None) -> None:
-    values: dict[str, Any] = {"prometheusRule": {"enabled": True}, "monitoringLabels": {"release": "kps"}}
+    values: dict[str, Any] = {"prometheusRule": {"enabled": True}, "monitoringLabels": {"release": "kps"},
+                              "installRulesAndDashboards": True}
     if severity:
         values["prometheusRule"]["divergenceSeverity"] = severity
     rule = one(render(chart, values), "PrometheusRule")
@@ -676,10 +869,6 @@ def test_rendered_config_passes_check_config(rendered: dict[str, list[dict[str, 
                 env[e["name"]] = e.get("value", "from-a-secret")
     result = subprocess.run([sys.executable, "-m", "agent", "check-config", str(path)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
-    problems = result.stderr.strip().splitlines()
-    if result.returncode == 2 and problems and all(
-            re.fullmatch(r"source\.(url|listen): unknown key", p) for p in problems):
-        pytest.xfail("the agent does not know the http_push/http_pull source keys yet: " + "; ".join(problems))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -713,6 +902,17 @@ BAD_VALUES = [
     ({"networkPolicy": {"metricsFrom": [{"podSelectr": {}}]}}, "/networkPolicy/metricsFrom/0"),
     ({"exampleApp": {"enabled": True}, "config": {"source": {"type": "http_push"}}}, "/config/source/type"),
     ({"standalone": {"persistence": {"size": "big"}}}, "/standalone/persistence/size"),
+    ({"mode": "gateway"}, "/config/source/type"),
+    ({"mode": "gateway", "config": {"source": {"type": "http_pull"}}}, "/config/source/type"),
+    ({"gateway": {"persistence": {"enabled": True}}}, "/gateway/persistence"),
+    ({"sidecar": {"onError": "maybe"}}, "/sidecar/onError"),
+    ({"sidecar": {"retrySeconds": 0}}, "/sidecar/retrySeconds"),
+    ({"sidecar": {"forwarder": {"enabled": True}}}, "/sidecar/forwarder/url"),
+    ({"sidecar": {"forwarder": {"enabled": True, "url": "gw:10101"}}}, "/sidecar/forwarder/url"),
+    ({"mode": "standalone", "config": {"source": {"type": "http_push"}},
+      "sidecar": {"forwarder": {"enabled": True, "url": "http://gw:10101/v1/records"}}}, "/mode"),
+    ({"installRulesAndDashboards": "yes"}, "/installRulesAndDashboards"),
+    ({"monitor": {"jobLabel": 1}}, "/monitor/jobLabel"),
 ]
 
 
@@ -736,6 +936,9 @@ RENDER_ERRORS = [
     ({"config": {"source": None}}, "config.source is required"),
     ({"config": {"source": {"type": "jsonl", "path": None}}}, "config.source.path is required"),
     ({"exampleApp": {"enabled": True}, "sidecar": {"handoff": {"create": False}}}, "sidecar.handoff.create"),
+    ({"sidecar": {"forwarder": {"enabled": True, "url": "http://gw:10101/v1/records"}},
+      "extraConfig": "forward:\n  token_env: OTHER_TOKEN\n"},
+     "config.forward.token_env is OTHER_TOKEN but neither secretEnv nor extraEnv sets OTHER_TOKEN"),
 ]
 
 
@@ -752,10 +955,12 @@ def test_missing_rules_file_fails_clearly(helm: Any, chart_dir: Path, tmp_path: 
     shutil.copytree(chart_dir, probe_chart)
     (probe_chart / "files" / "goodhart-rules.yml").write_text("groups: []\n")
     with helm.Chart.load(str(probe_chart)) as probe, pytest.raises(helm.HelmError, match=DIVERGENCE_ALERT):
-        probe.render({"prometheusRule": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+        probe.render({"prometheusRule": {"enabled": True}, "installRulesAndDashboards": True}, name=RELEASE,
+                     namespace=NAMESPACE)
     (probe_chart / "files" / "goodhart-rules.yml").unlink()
     with helm.Chart.load(str(probe_chart)) as probe, pytest.raises(helm.HelmError, match=re.escape("sync-files.py")):
-        probe.render({"prometheusRule": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+        probe.render({"prometheusRule": {"enabled": True}, "installRulesAndDashboards": True}, name=RELEASE,
+                     namespace=NAMESPACE)
 
 
 # Objects open on purpose: Helm's own `global`; the affinity terms (deep Kubernetes structures,
@@ -764,6 +969,9 @@ def test_missing_rules_file_fails_clearly(helm: Any, chart_dir: Path, tmp_path: 
 OPEN_OBJECTS = {"properties.global", "properties.standalone.properties.affinity.properties.nodeAffinity",
                 "properties.standalone.properties.affinity.properties.podAffinity",
                 "properties.standalone.properties.affinity.properties.podAntiAffinity",
+                "properties.gateway.properties.affinity.properties.nodeAffinity",
+                "properties.gateway.properties.affinity.properties.podAffinity",
+                "properties.gateway.properties.affinity.properties.podAntiAffinity",
                 "$defs.JsonValidCompute.properties.schema.anyOf[0]"}
 
 

@@ -99,9 +99,51 @@ app.kubernetes.io/part-of: goodhart-agent
 {{- $type | default "jsonl" }}
 {{- end }}
 
-{{/* True when the push listener is served on the pod's network (standalone + http_push). */}}
+{{/* "true" when the agent runs in a pod of its own (standalone or gateway), not in the application's. */}}
+{{- define "goodhart-agent.isServer" -}}
+{{- if has .Values.mode (list "standalone" "gateway") }}true{{ end }}
+{{- end }}
+
+{{/* The app.kubernetes.io/component of the agent's own pods and Service. */}}
+{{- define "goodhart-agent.component" -}}
+{{- ternary "gateway" "agent" (eq .Values.mode "gateway") }}
+{{- end }}
+
+{{/* True when the push listener is served on the pod's network (standalone or gateway, http_push). */}}
 {{- define "goodhart-agent.pushExposed" -}}
-{{- if and (eq .Values.mode "standalone") (eq (include "goodhart-agent.sourceType" .) "http_push") }}true{{ end }}
+{{- if and (include "goodhart-agent.isServer" .) (eq (include "goodhart-agent.sourceType" .) "http_push") }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the agent runs in never-down mode (`run --on-error serve`): a sidecar with
+sidecar.onError serve. A config that cannot run then leaves the agent up and serving /metrics
+(goodhart_config_valid 0) instead of crash-looping in the application's pod. Standalone and
+gateway always fail fast (exit 2), where a deploy notices it.
+*/}}
+{{- define "goodhart-agent.neverDown" -}}
+{{- if and (eq .Values.mode "sidecar") (eq .Values.sidecar.onError "serve") }}true{{ end }}
+{{- end }}
+
+{{/* "true" when this sidecar forwards to a gateway (sidecar.forwarder.enabled). */}}
+{{- define "goodhart-agent.forwarder" -}}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.forwarder.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The environment variable holding the forwarder's bearer token (forward.token_env). */}}
+{{- define "goodhart-agent.forwardTokenEnv" -}}GOODHART_FORWARD_TOKEN{{- end }}
+
+{{/*
+"true" when this release installs the PrometheusRule and the dashboards. They must exist once per
+Prometheus and Grafana, not once per application that adds a sidecar (identical recording rules
+from two PrometheusRules collide; two dashboards share one uid). auto: the gateway or standalone
+release installs them, a sidecar release does not.
+*/}}
+{{- define "goodhart-agent.installShared" -}}
+{{- $install := .Values.installRulesAndDashboards }}
+{{- if kindIs "bool" $install }}
+{{- if $install }}true{{ end }}
+{{- else if include "goodhart-agent.isServer" . }}true
+{{- end }}
 {{- end }}
 
 {{/*
@@ -128,8 +170,11 @@ The agent config as YAML: values.config, deep-merged with extraConfig, plus the 
 {{- if ne $type "http_pull" }}
 {{- $_ := unset $config.source "url" }}
 {{- end }}
+{{- if and (eq .Values.mode "gateway") (ne $type "http_push") }}
+{{- fail "mode gateway needs config.source.type: http_push (the forwarders push to it)" }}
+{{- end }}
 {{- if eq $type "http_push" }}
-{{- $host := ternary "0.0.0.0" "127.0.0.1" (eq .Values.mode "standalone") }}
+{{- $host := ternary "0.0.0.0" "127.0.0.1" (eq (include "goodhart-agent.isServer" .) "true") }}
 {{- $_ := set $config.source "listen" (printf "%s:%d" $host (int .Values.ports.push)) }}
 {{- end }}
 {{- if eq $type "jsonl" }}
@@ -143,7 +188,25 @@ The agent config as YAML: values.config, deep-merged with extraConfig, plus the 
 {{- end }}
 {{- /* Every environment variable the config names (judge keys, source tokens and headers) must
 come from secretEnv or extraEnv: the agent reads secrets only from its environment. */}}
+{{- if include "goodhart-agent.forwarder" . }}
+{{- $fw := .Values.sidecar.forwarder }}
+{{- if not $fw.url }}
+{{- fail "sidecar.forwarder.url is required when sidecar.forwarder.enabled: the gateway's push endpoint, e.g. http://goodhart-gateway.monitoring:10101/v1/records" }}
+{{- end }}
+{{- $forward := dict }}
+{{- if kindIs "map" $config.forward }}
+{{- $forward = $config.forward }}
+{{- end }}
+{{- $_ := set $forward "url" $fw.url }}
+{{- if $fw.tokenSecret.name }}
+{{- $_ := set $forward "token_env" (include "goodhart-agent.forwardTokenEnv" .) }}
+{{- end }}
+{{- $_ := set $config "forward" $forward }}
+{{- end }}
 {{- $defined := keys .Values.secretEnv }}
+{{- if and (include "goodhart-agent.forwarder" .) .Values.sidecar.forwarder.tokenSecret.name }}
+{{- $defined = append $defined (include "goodhart-agent.forwardTokenEnv" .) }}
+{{- end }}
 {{- range .Values.extraEnv }}{{ $defined = append $defined .name }}{{ end }}
 {{- $wanted := list }}
 {{- range $i, $audit := $config.audits }}
@@ -156,6 +219,11 @@ come from secretEnv or extraEnv: the agent reads secrets only from its environme
 {{- end }}
 {{- with $config.source.token_env }}
 {{- $wanted = append $wanted (list "config.source.token_env" .) }}
+{{- end }}
+{{- if kindIs "map" $config.forward }}
+{{- with $config.forward.token_env }}
+{{- $wanted = append $wanted (list "config.forward.token_env" .) }}
+{{- end }}
 {{- end }}
 {{- range $header, $env := $config.source.headers_env }}
 {{- $wanted = append $wanted (list (printf "config.source.headers_env.%s" $header) $env) }}
@@ -191,18 +259,40 @@ restartPolicy: Always): sidecar.native true, or "auto" on Kubernetes 1.29 or new
 
 {{/*
 The agent container, as one item of a containers (or initContainers) list. Internal: called with
-(dict "ctx" <context> "native" <bool> "standalone" <bool>).
+(dict "ctx" <context> "native" <bool> "standalone" <bool>); "standalone" means a pod of the agent's
+own (standalone or gateway).
+
+Probes. Standalone, gateway and a sidecar with sidecar.onError exit: startupProbe and livenessProbe
+on /healthz, readinessProbe on /readyz (the Service sends pushes only to a ready agent).
+A never-down sidecar (sidecar.onError serve, the default) gets only the livenessProbe on /healthz,
+which answers 200 from the moment the listener is up, config or not. Kubernetes' native-sidecar
+rules are why (docs: concepts/workloads/pods/sidecar-containers):
+  - the kubelet starts the next init container, and then the application's containers, once a
+    restartable init container is "started": its process runs and no startupProbe is defined, or
+    its startupProbe succeeded. A startupProbe would make the application wait for the agent, and
+    wait for ever if the agent never answered; without one the application starts right away;
+  - a sidecar's readinessProbe counts for the Pod's Ready condition, so a failing /readyz would
+    take the application out of its Service. Without one the container is ready while it runs;
+  - a failing livenessProbe restarts only the agent's container, never the application.
+Secrets are optional references there: a Secret that does not exist leaves its variable unset
+(the agent reports it) instead of stopping the container from being created.
 */}}
 {{- define "goodhart-agent.containerSpec" -}}
 {{- $ctx := .ctx }}
 {{- $v := $ctx.Values -}}
+{{- $neverDown := and (not .standalone) (eq $v.sidecar.onError "serve") }}
+{{- $forwarder := and (not .standalone) (include "goodhart-agent.forwarder" $ctx) }}
 - name: {{ $v.sidecar.containerName }}
   image: {{ include "goodhart-agent.image" $ctx | quote }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
   {{- if .native }}
   restartPolicy: Always
   {{- end }}
+  {{- if $neverDown }}
+  args: ["run", "--config", "{{ include "goodhart-agent.configDir" $ctx }}/config.yaml", "--on-error", "serve", "--retry-seconds", "{{ $v.sidecar.retrySeconds }}"]
+  {{- else }}
   args: ["run", "--config", "{{ include "goodhart-agent.configDir" $ctx }}/config.yaml"]
+  {{- end }}
   ports:
     - name: goodhart
       containerPort: {{ $v.ports.metrics }}
@@ -217,12 +307,38 @@ The agent container, as one item of a containers (or initContainers) list. Inter
       value: "0.0.0.0:{{ $v.ports.metrics }}"
     - name: GOODHART_STATE_DIR
       value: {{ include "goodhart-agent.stateDir" $ctx }}
+    {{- if $forwarder }}
+    # The pod's identity, for the records the forwarder sends to the gateway.
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- with $v.sidecar.forwarder.tokenSecret }}
+    {{- if .name }}
+    - name: {{ include "goodhart-agent.forwardTokenEnv" $ctx }}
+      valueFrom:
+        secretKeyRef:
+          name: {{ .name }}
+          key: {{ .key }}
+          {{- if $neverDown }}
+          optional: true
+          {{- end }}
+    {{- end }}
+    {{- end }}
+    {{- end }}
     {{- range $name, $ref := $v.secretEnv }}
     - name: {{ $name }}
       valueFrom:
         secretKeyRef:
           name: {{ $ref.name }}
           key: {{ $ref.key }}
+          {{- if $neverDown }}
+          optional: true
+          {{- end }}
     {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
@@ -242,21 +358,25 @@ The agent container, as one item of a containers (or initContainers) list. Inter
     {{- toYaml $v.securityContext | nindent 4 }}
   resources:
     {{- toYaml $v.resources | nindent 4 }}
+  {{- if not $neverDown }}
   startupProbe:
     httpGet:
       path: /healthz
       port: goodhart
     {{- toYaml $v.probes.startup | nindent 4 }}
+  {{- end }}
   livenessProbe:
     httpGet:
       path: /healthz
       port: goodhart
     {{- toYaml $v.probes.liveness | nindent 4 }}
+  {{- if not $neverDown }}
   readinessProbe:
     httpGet:
       path: /readyz
       port: goodhart
     {{- toYaml $v.probes.readiness | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -275,6 +395,11 @@ sidecar.handoff.create) the hand-off emptyDir that the application mounts too.
 - name: goodhart-config
   configMap:
     name: {{ include "goodhart-agent.configMapName" . }}
+    {{- if include "goodhart-agent.neverDown" . }}
+    # A ConfigMap that is missing (not installed yet, another namespace) leaves the directory
+    # empty; the never-down agent reports the unreadable file and picks it up once it appears.
+    optional: true
+    {{- end }}
 - name: goodhart-state
   emptyDir:
     sizeLimit: {{ .Values.state.sizeLimit }}
@@ -302,5 +427,11 @@ Called with (list <enabled value> <group/version/Kind> <context>). */}}
 {{- end }}
 
 {{- define "goodhart-agent.prometheusRuleEnabled" -}}
+{{- if include "goodhart-agent.installShared" . }}
 {{- include "goodhart-agent.gate" (list .Values.prometheusRule.enabled "monitoring.coreos.com/v1/PrometheusRule" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "goodhart-agent.dashboardsEnabled" -}}
+{{- if and .Values.dashboards.enabled (include "goodhart-agent.installShared" .) (.Files.Glob "files/dashboards/*.json") }}true{{ end }}
 {{- end }}
