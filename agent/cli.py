@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.compute import load_and_build
 from agent.config import DEFAULT_LISTEN, Config, ConfigError, parse_listen
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -18,6 +22,8 @@ EXAMPLES = {
     "replay": "goodhart-agent replay --config config.yaml outputs.jsonl --events-out events.jsonl",
     "demo": "goodhart-agent demo --speedup 10",
     "rebaseline": "goodhart-agent rebaseline --config config.yaml --proxy thumbs_up",
+    "evidence": "goodhart-agent evidence --config config.yaml --proxy thumbs_up --audit resolved --segment '*'",
+    "report": "goodhart-agent report --config config.yaml outputs.jsonl --out report.html",
 }
 
 
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("input", help="recorded records, one JSON object per line")
     rep.add_argument("--events-out", required=True, help="where to write one JSON line per alarm state change")
     rep.add_argument("--metrics-out", help="also write the final /metrics exposition (Prometheus text) here")
+    rep.add_argument("--state-dir", help="keep the replay's store in this new directory (for evidence and report)")
 
     demo = command("demo", "A simulated support bot that games its proxies, watched by the real daemon.")
     demo.add_argument("--listen", type=_listen, default="127.0.0.1:10100", help="HOST:PORT (default 127.0.0.1:10100)")
@@ -75,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--audit", help="only pairs with this audit")
     reb.add_argument("--segment", help="only this segment ('*' for the whole stream)")
     reb.add_argument("--url", help="the daemon's listener (default: from the config's listen)")
+
+    evi = command("evidence", "The audited outputs behind a pair's current excursion, most adverse first, as JSON.")
+    evi.add_argument("--config", required=True, help="YAML config file (its state_dir is read, never written)")
+    evi.add_argument("--proxy", required=True, help="the pair's proxy")
+    evi.add_argument("--audit", required=True, help="the pair's audit")
+    evi.add_argument("--segment", default="*", help="the pair's segment (default '*': the whole stream)")
+    evi.add_argument("--limit", type=int, help="at most this many items (default and bound: evidence.max_items)")
+    evi.add_argument("--state-dir", help="read this state dir instead of the config's (e.g. a replay's)")
+
+    rpt = command("report", "A self-contained HTML report with figures: why each pair alarmed.")
+    rpt.add_argument("--config", required=True, help="YAML config file")
+    rpt.add_argument("input", nargs="?", help="replay this recorded stream (default: read the store in state_dir)")
+    rpt.add_argument("--out", required=True, help="where to write the HTML file")
+    rpt.add_argument("--state-dir", help="read this state dir instead of the config's (without INPUT)")
     return parser
 
 
@@ -130,9 +151,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         with open(args.events_out, "w", encoding="utf-8") as events:
-            summary = replay(config, args.input, events, progress=sys.stderr, metrics_out=args.metrics_out)
+            summary = replay(config, args.input, events, progress=sys.stderr, metrics_out=args.metrics_out,
+                             state_dir=args.state_dir)
     except FileNotFoundError as err:
         print(f"goodhart-agent: {err.filename}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    except FileExistsError as err:
+        print(f"goodhart-agent: --state-dir {err}", file=sys.stderr)
         return EXIT_USAGE
     print(summary.line(), file=sys.stderr)
     return EXIT_OK
@@ -195,8 +220,88 @@ def _rebaseline_offline(config: Config, selector: dict[str, str], url: str) -> i
     return EXIT_OK
 
 
+def _open_state(state_dir: str) -> Store | None:
+    """The store in ``state_dir``, read-only (a daemon may be running on it); None with a message when absent."""
+    from pathlib import Path
+
+    from agent.store import DB_FILENAME, Store
+
+    if not (Path(state_dir) / DB_FILENAME).exists():
+        print(f"goodhart-agent: no store at {state_dir} (state_dir; a replay keeps one with --state-dir)",
+              file=sys.stderr)
+        return None
+    return Store(state_dir, readonly=True)
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.evidence import directions_of, evidence, read_snapshot
+
+    config = _load(args.config)
+    store = _open_state(args.state_dir or config.state_dir)
+    if store is None:
+        return EXIT_FAILURE
+    try:
+        key = (args.proxy, args.audit, args.segment)
+        doc = evidence(store, read_snapshot(config, store), key, directions_of(config), config.evidence, args.limit)
+    finally:
+        store.close()
+    if doc is None:
+        print(f"goodhart-agent: no pair {args.proxy} vs {args.audit} in segment {args.segment!r}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from agent.report import INSTALL_HINT, report_available
+
+    if not report_available():
+        print(f"goodhart-agent: {INSTALL_HINT}", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config)
+    if args.input is None:
+        return _write_report(config, args.state_dir or config.state_dir, args.out,
+                             f"the store in {args.state_dir or config.state_dir}")
+    from agent.replay import replay
+
+    with tempfile.TemporaryDirectory(prefix="goodhart-report-") as tmp:
+        try:
+            with open(Path(tmp) / "events.jsonl", "w", encoding="utf-8") as events:
+                summary = replay(config, args.input, events, progress=sys.stderr, state_dir=Path(tmp) / "state")
+        except FileNotFoundError as err:
+            print(f"goodhart-agent: {err.filename}: no such file", file=sys.stderr)
+            return EXIT_USAGE
+        print(summary.line(), file=sys.stderr)
+        return _write_report(config, str(Path(tmp) / "state"), args.out, f"a replay of {args.input}")
+
+
+def _write_report(config: Config, state_dir: str, out: str, origin: str) -> int:
+    from pathlib import Path
+
+    from agent.evidence import read_snapshot
+    from agent.report import build_report
+
+    store = _open_state(state_dir)
+    if store is None:
+        return EXIT_FAILURE
+    try:
+        snapshot = read_snapshot(config, store)
+        page = build_report(config, store, snapshot, origin, now=None)
+    finally:
+        store.close()
+    Path(out).write_text(page, encoding="utf-8")
+    alarms = sum(1 for state in snapshot.states.values() if state == "alarm")
+    print(f"wrote {out}: {len(snapshot.states)} pairs, {alarms} in alarm", file=sys.stderr)
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "replay": cmd_replay, "demo": cmd_demo,
-            "rebaseline": cmd_rebaseline}
+            "rebaseline": cmd_rebaseline, "evidence": cmd_evidence, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from agent.records import Record, Rejection
 from agent.scheduler import Jobs, VirtualScheduler
 from agent.sources.base import Batch
 from agent.sources.jsonl import JsonlSource
-from agent.store import Store
+from agent.store import DB_FILENAME, Store
 from agent.wiring import Wired, wire
 
 SOURCE_NAME = "replay"
@@ -77,33 +77,47 @@ class _Progress:
 
 
 def replay(config: Config, input_path: str | Path, events_out: IO[str],
-           progress: IO[str] | None = None, metrics_out: str | Path | None = None) -> ReplaySummary:
+           progress: IO[str] | None = None, metrics_out: str | Path | None = None,
+           state_dir: str | Path | None = None) -> ReplaySummary:
+    """Replay ``input_path``; the store lives in a temporary directory, or in ``state_dir`` (new or
+    empty of a store) and is kept there for ``evidence`` and ``report``."""
+    if state_dir is None:
+        with tempfile.TemporaryDirectory(prefix="goodhart-replay-") as tmp:
+            return _replay(config, Path(input_path), events_out, progress, metrics_out, Path(tmp))
+    kept = Path(state_dir)
+    if (kept / DB_FILENAME).exists():
+        raise FileExistsError(f"{kept}: already holds a store; give replay a new or empty directory")
+    kept.mkdir(parents=True, exist_ok=True)
+    return _replay(config, Path(input_path), events_out, progress, metrics_out, kept)
+
+
+def _replay(config: Config, path: Path, events_out: IO[str], progress: IO[str] | None,
+            metrics_out: str | Path | None, state_dir: Path) -> ReplaySummary:
     started = time.perf_counter()
-    path = Path(input_path)
-    with tempfile.TemporaryDirectory(prefix="goodhart-replay-") as tmp:
-        store = Store(Path(tmp))
-        clock = VirtualClock()
-        scheduler = VirtualScheduler(Jobs(reraise=True), clock)
-        wired = wire(config, store, clock, scheduler, lambda _ingest: JsonlSource(
-            path, config.limits.max_record_bytes, None, "beginning", name=SOURCE_NAME))
-        written: list[Event] = []
+    store = Store(state_dir)
+    clock = VirtualClock()
+    scheduler = VirtualScheduler(Jobs(reraise=True), clock)
+    wired = wire(config, store, clock, scheduler, lambda _ingest: JsonlSource(
+        path, config.limits.max_record_bytes, None, "beginning", name=SOURCE_NAME))
+    written: list[Event] = []
 
-        def sink(event: Event) -> None:
-            events_out.write(json.dumps(event, sort_keys=True) + "\n")
-            written.append(event)
+    def sink(event: Event) -> None:
+        events_out.write(json.dumps(event, sort_keys=True) + "\n")
+        written.append(event)
 
-        wired.pipeline.event_sinks.append(sink)
-        try:
-            _run(wired, scheduler, _Progress(path.stat().st_size, progress or sys.stderr))
-        finally:
-            wired.close()
-        view = wired.pipeline.view
-        alarms = sorted(k for k, state in view.snapshot.states.items() if state == "alarm")
-        rejected = int(sum(v for (name, _), v in view.counters().items() if name == "records_rejected_total"))
-        records = int(view.counter("records_total", source=SOURCE_NAME))
-        if metrics_out is not None:  # what the daemon's /metrics would show at the end of the stream
-            Path(metrics_out).write_bytes(generate_latest(wired.registry()))
-        store.close()
+    wired.pipeline.event_sinks.append(sink)
+    try:
+        _run(wired, scheduler, _Progress(path.stat().st_size, progress or sys.stderr))
+        wired.pipeline.checkpoint()  # a kept state dir reads like a stopped daemon's
+    finally:
+        wired.close()
+    view = wired.pipeline.view
+    alarms = sorted(k for k, state in view.snapshot.states.items() if state == "alarm")
+    rejected = int(sum(v for (name, _), v in view.counters().items() if name == "records_rejected_total"))
+    records = int(view.counter("records_total", source=SOURCE_NAME))
+    if metrics_out is not None:  # what the daemon's /metrics would show at the end of the stream
+        Path(metrics_out).write_bytes(generate_latest(wired.registry()))
+    store.close()
     return ReplaySummary(records, rejected, len(written), alarms, time.perf_counter() - started)
 
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.detect.base import STATES, Detector, Estimates, PairObservation, Verdict
+from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceLine, Verdict
 from agent.detect.cusums import BANK, allowance_at, bank_thresholds
 from agent.detect.reference import ReferenceRelation
 from agent.stats import spearman
@@ -322,6 +322,10 @@ class DecouplingDetector(Detector):
         return Estimates(samples=n, gap=gap, gap_lower=gap - half, gap_upper=gap + half,
                          rank_corr_window=_finite(spearman(p, a)),
                          beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
+
+    def reference_line(self) -> ReferenceLine | None:
+        ref = self._ref
+        return None if ref is None else ref.line(_f(self._baseline_ts))
 
     # -- lifecycle -------------------------------------------------------------------------
     def rebaseline(self, now: float) -> None:

@@ -8,19 +8,21 @@ transaction together with the source offset it reached, so a restart neither re-
 
 ``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
 audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
-``retention`` what may be dropped; ``audits`` the audit queue and budgets. All SQL of the agent
+``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``evidence`` the
+audited outputs behind an excursion, text excerpts and verdict history. All SQL of the agent
 lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.join import JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.retention import RetentionTables
 from agent.store.state import StateTables
 
 
-class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
+class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables, Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a
@@ -28,5 +30,5 @@ class Store(JoinTables, LogTables, RetentionTables, StateTables, Database):
     """
 
 
-__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "LabelJoin", "OutputJoin", "OutputRow",
-           "PairRow", "QueueItem", "Store", "load_budget", "save_budget"]
+__all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "EvidenceRow", "LabelJoin", "Line", "OutputJoin",
+           "OutputRow", "PairRow", "QueueItem", "Store", "VerdictRow", "load_budget", "save_budget"]

@@ -82,6 +82,21 @@ MIGRATIONS: list[str] = [
     CREATE TABLE seen_ids(id TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
     CREATE INDEX seen_ids_expiry ON seen_ids(expires_at);
     """,
+    # 4: why a pair alarmed (agent/store/evidence.py): short input/output excerpts of outputs, when
+    # evidence.keep_text is on, and a bounded history of each pair's verdicts for the report's plots
+    """
+    CREATE TABLE excerpts(id TEXT PRIMARY KEY, ts REAL NOT NULL, input TEXT, output TEXT);
+    CREATE INDEX excerpts_ts ON excerpts(ts);
+    CREATE TABLE verdicts(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        proxy TEXT NOT NULL,
+        audit TEXT NOT NULL,
+        segment TEXT NOT NULL,
+        ts REAL NOT NULL,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL);
+    CREATE INDEX verdicts_key ON verdicts(proxy, audit, segment, seq);
+    """,
 ]
 
 
@@ -113,14 +128,22 @@ class Database:
     re-entrant lock; :meth:`transaction` groups writes.
     """
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, readonly: bool = False) -> None:
         location = str(location)
         if location != ":memory:" and Path(location).is_dir():
             location = str(Path(location) / DB_FILENAME)
         self.path = location
         self.lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            location, check_same_thread=False, isolation_level=None, timeout=30.0)
+        self.readonly = readonly
+        if readonly:  # a reader beside a running daemon (evidence, report): SQLite itself refuses writes
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                Path(location).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False,
+                isolation_level=None, timeout=30.0)
+            if self.schema_version != len(MIGRATIONS):
+                raise RuntimeError(f"database schema {self.schema_version} at {location} is not the one this "
+                                   f"agent reads ({len(MIGRATIONS)}); start the daemon of this version once")
+            return
+        self._conn = sqlite3.connect(location, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
