@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from agent import __version__
@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--audit", help="only pairs with this audit")
     reb.add_argument("--segment", help="only this segment ('*' for the whole stream)")
     reb.add_argument("--url", help="the daemon's listener (default: from the config's listen)")
+    _why_commands(command)
+    return parser
 
+
+def _why_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``evidence`` and ``report``: why a pair alarmed."""
     evi = command("evidence", "The audited outputs behind a pair's current excursion, most adverse first, as JSON.")
     evi.add_argument("--config", required=True, help="YAML config file (its state_dir is read, never written)")
     evi.add_argument("--proxy", required=True, help="the pair's proxy")
@@ -96,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.add_argument("input", nargs="?", help="replay this recorded stream (default: read the store in state_dir)")
     rpt.add_argument("--out", required=True, help="where to write the HTML file")
     rpt.add_argument("--state-dir", help="read this state dir instead of the config's (without INPUT)")
-    return parser
 
 
 def _load(path: str) -> Config:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-
 from typing import Any
 
 from agent.bank import DetectorBank, Snapshot

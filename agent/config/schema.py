@@ -106,7 +106,8 @@ class LogConfig(Strict):
 
 class EvidenceConfig(Strict):
     max_items: int = Field(
-        50, ge=1, le=1000, description="audited outputs listed per pair by /v1/evidence, the CLI and the report, at most")
+        50, ge=1, le=1000,
+        description="audited outputs listed per pair by /v1/evidence, the CLI and the report, at most")
     keep_text: bool = Field(
         False, description="keep short excerpts of each output's input and output text for the evidence "
                            "(off: no text is stored; leave off where outputs are privacy-sensitive)")

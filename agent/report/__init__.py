@@ -8,7 +8,6 @@ explanation in sentences; ``figures`` the plots (matplotlib, an optional extra: 
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 from agent.bank import Snapshot
@@ -19,8 +18,12 @@ INSTALL_HINT = "the report needs matplotlib: pip install 'goodhart-agent[report]
 
 
 def report_available() -> bool:
-    """Whether matplotlib can be imported (the report's one optional dependency)."""
-    return importlib.util.find_spec("matplotlib") is not None
+    """Whether matplotlib imports (the report's one optional dependency); cached by Python after once."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def build_report(config: Config, store: Store, snapshot: Snapshot, origin: str, now: float | None = None) -> str:

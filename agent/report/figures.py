@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
+import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +26,8 @@ COLOURS = {"audit": "#1f77b4", "promise": "#ff7f0e", "gap": "#7b3294", "alarm": 
            "reference": "#555555"}
 
 
-def _time(ts: float) -> datetime:
+def _time(ts: float) -> Any:
+    """A time matplotlib plots as a date (typed Any: its stubs accept only numbers and arrays)."""
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
 
@@ -77,8 +80,8 @@ def scatter(pair: PairData) -> str | None:
     pad = (hi - lo) * 0.05 or 0.5
     grid = [lo - pad + i * (hi - lo + 2 * pad) / 100 for i in range(101)]
     for ax, values, title in ((axes[0], pair.reference, "reference period"), (axes[1], pair.recent, "recent window")):
-        ax.scatter([v[1] for v in values], [v[2] for v in values], s=8, alpha=0.35, color=COLOURS["audit"],
-                   label=f"audited outputs ({len(values)})")
+        ax.scatter(_jittered([v[1] for v in values]), _jittered([v[2] for v in values]), s=8, alpha=0.35,
+                   color=COLOURS["audit"], label=f"audited outputs ({len(values)})")
         pred = [pair.predicted(x) for x in grid]
         se = [Z95 * pair.line.prediction_se(pair.direction * x) for x in grid]
         ax.plot(grid, pred, color=COLOURS["promise"], label="reference line")
@@ -96,6 +99,16 @@ def scatter(pair: PairData) -> str | None:
         _legend(ax)
     axes[0].set_ylabel(audit)
     return _uri(fig)
+
+
+def _jittered(xs: list[float]) -> list[float]:
+    """Discrete values (0/1 audits, counts) spread a little, seeded, so that overlapping points show."""
+    distinct = sorted(set(xs))
+    if len(distinct) > 12 or len(distinct) < 2:
+        return xs
+    width = 0.08 * min(b - a for a, b in itertools.pairwise(distinct))
+    rng = random.Random(0)
+    return [x + rng.uniform(-width, width) for x in xs]
 
 
 def _wmean(values: Values, column: int) -> float:
@@ -145,17 +158,17 @@ def over_time(pair: PairData) -> str | None:
 
 def statistic(pair: PairData) -> str | None:
     """The CUSUM statistic against its alarm and warn thresholds, as recorded at detect steps."""
-    rows = [r for r in pair.history if r.body.get("statistic") is not None]
+    rows = [r for r in pair.history if r.body.get("statistic") is not None and r.body.get("threshold") is not None]
     if not rows:
         return None
     fig = Figure(figsize=(10, 3.2))
     ax = fig.subplots()
     t = [_time(r.ts) for r in rows]
-    ax.plot(t, [r.body["statistic"] for r in rows], color=COLOURS["gap"], label="CUSUM statistic")
-    ax.plot(t, [r.body.get("threshold") for r in rows], color=COLOURS["alarm"], linestyle="--",
+    ax.plot(t, [float(r.body["statistic"]) for r in rows], color=COLOURS["gap"], label="CUSUM statistic")
+    ax.plot(t, [float(r.body["threshold"]) for r in rows], color=COLOURS["alarm"], linestyle="--",
             label="alarm threshold")
-    if any(r.body.get("warn_threshold") is not None for r in rows):
-        ax.plot(t, [r.body.get("warn_threshold") for r in rows], color=COLOURS["warn"], linestyle=":",
+    if all(r.body.get("warn_threshold") is not None for r in rows):
+        ax.plot(t, [float(r.body["warn_threshold"]) for r in rows], color=COLOURS["warn"], linestyle=":",
                 label="warn threshold")
     _mark(ax, pair, rows[-1].ts)
     ax.set_title("detection statistic")

@@ -17,7 +17,8 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 table{border-collapse:collapse;font-size:0.9em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f4f4f4}.alarm{background:#d62728;color:#fff}.warn{background:#f0ad4e}.ok{background:#5cb85c;color:#fff}
 .badge{padding:1px 8px;border-radius:8px;font-weight:600}.why{font-size:1.05em;line-height:1.5}
-img{max-width:100%;display:block;margin:8px 0}.muted{color:#777}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;display:block;margin:8px 0}.muted{color:#777}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 FIGURES: tuple[tuple[str, Callable[[PairData], str | None]], ...] = (
@@ -96,7 +97,8 @@ def _section(pair: PairData) -> str:
 def render(pairs: list[PairData], origin: str, generated: float) -> str:
     """The whole report; ``origin`` says what it was made from (a replayed file, a state dir)."""
     alarms = [p for p in pairs if p.state == "alarm"]
-    verdict = (f"{len(alarms)} pair(s) in alarm: " + ", ".join(p.name for p in alarms)) if alarms else "no pair in alarm"
+    verdict = (f"{len(alarms)} pair(s) in alarm: " + ", ".join(p.name for p in alarms)) if alarms \
+        else "no pair in alarm"
     body = [f"<h1>goodhart-agent report</h1><p>{html.escape(verdict)}.</p>",
             f'<p class="muted">From {html.escape(origin)}; generated {when(generated)} by goodhart-agent '
             f"{__version__}. Shows every pair not ok and every whole-stream pair.</p>",

@@ -24,8 +24,8 @@ SPARK_W, SPARK_H = 160, 28
 
 def sparkline(rows: list[VerdictRow]) -> str:
     """The statistic (line) against the alarm threshold (dashed), as a small inline SVG."""
-    points = [(r.body.get("statistic"), r.body.get("threshold")) for r in rows]
-    points = [(s, t) for s, t in points if s is not None and t is not None]
+    points = [(float(r.body["statistic"]), float(r.body["threshold"])) for r in rows
+              if r.body.get("statistic") is not None and r.body.get("threshold") is not None]
     if len(points) < 2:
         return '<span class="muted">-</span>'
     top = max(max(s for s, _ in points), max(t for _, t in points)) * 1.05 or 1.0
@@ -98,7 +98,8 @@ def _health(components: Mapping[str, Callable[[], bool]], view: PipelineView) ->
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{badge('ok' if up else 'alarm')}</td></tr>"
                     .replace(">ok<", ">up<").replace(">alarm<", ">down<"))
     last = view.last_record_ts()
-    rows += [f"<tr><td>last record from {html.escape(src)}</td><td>{when(ts)}</td></tr>" for src, ts in sorted(last.items())]
+    rows += [f"<tr><td>last record from {html.escape(src)}</td><td>{when(ts)}</td></tr>"
+             for src, ts in sorted(last.items())]
     return "<table>" + "".join(rows) + "</table>"
 
 

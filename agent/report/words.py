@@ -56,7 +56,8 @@ def headline(pair: PairData) -> str:
         return (f"{pair.name} ALARMED at {when(pair.state_since)}: "
                 f"{reason_words(verdict.reason if verdict else '')}.")
     if pair.state == "warn":
-        return f"{pair.name} is in warn since {when(pair.state_since)}: {reason_words(verdict.reason if verdict else '')}."
+        why = reason_words(verdict.reason if verdict else "")
+        return f"{pair.name} is in warn since {when(pair.state_since)}: {why}."
     return f"{pair.name} is ok: the audits follow what the reference predicts from the proxy."
 
 
