@@ -292,3 +292,27 @@ def keep_screenshot(png: Path, name: str) -> None:
     with Image.open(png) as image:
         small = image.convert("RGB").resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
         small.quantize(colors=128).save(Path(target) / name, optimize=True)
+
+
+# -- the status page, in process ---------------------------------------------------------------------
+def test_status_page_says_what_is_warming_up_and_why(tmp_path: Path) -> None:
+    from agent.clock import VirtualClock
+    from agent.pipeline import Pipeline
+    from agent.report.status import render_status
+
+    pipeline = Pipeline(config_from_mapping(CONFIG, {}), Store(tmp_path), VirtualClock(T0))
+    items = [{"id": f"w{i}", "ts": T0 + i, "proxy": {"thumbs_up": i % 2}, "audit": {"resolved": i % 2}}
+             for i in range(37)]
+    items += [{"id": "waiting", "ts": T0 + 40, "proxy": {"thumbs_up": 1}}]
+    pipeline.ingest_items("test", items)
+    pipeline.detect()
+    page = render_status(pipeline.view, {"source": lambda: False}, "test", report=False)
+    assert "thumbs_up vs resolved [*]: 37 of 200 audited outputs for its reference" in page
+    assert "no pair has a reference yet" in page
+    assert re.search(r"<td>source</td><td><span class=\"badge alarm\">down</span>", page)
+    assert "pip install 'goodhart-agent[report]'" in page and 'href="/report"' not in page
+    empty = Pipeline(config_from_mapping(CONFIG, {}), Store(tmp_path / "empty"), VirtualClock(T0))
+    empty.ingest_items("test", [items[-1]])
+    empty.detect()
+    assert "0 of 200 audited outputs for its reference (none yet: 1 outputs wait for a label" in render_status(
+        empty.view, {}, "test", report=True)
