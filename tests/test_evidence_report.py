@@ -237,6 +237,9 @@ def test_running_daemon_serves_evidence_status_and_report(tmp_path: Path, agent_
     assert "<svg" in status.text  # the statistic's sparkline, from the verdicts recorded step by step
     for link in ('href="/report"', 'href="/metrics"', 'href="/v1/events"', 'href="/v1/evidence?'):
         assert link in status.text
+    beside = cli("evidence", "--config", str(config), "--proxy", "thumbs_up", "--audit", "resolved")  # read-only
+    assert beside.returncode == 0, beside.stderr
+    check_evidence(json.loads(beside.stdout), ids)
     report = requests.get(agent.url + "/report", timeout=120)
     assert report.status_code == 200
     check_report(report.text)
