@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.alarms import AlarmBook
 from agent.core import ALL, PairKey
-from agent.detect.base import Detector, PairObservation, ReferenceInfo, Verdict
+from agent.detect.base import Detector, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.explain import rank_by_shift
 from agent.store import Store
 
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 CURSORS = ("detect.outputs", "detect.pairs")
+#: (proxy, audit, segment, ts, state, body): one recorded verdict, for the report's plots
+HistoryRow = tuple[str, str, str, float, str, dict[str, Any]]
+HISTORY_FIELDS = ("gap", "gap_lower", "gap_upper", "samples", "since", "excursion_pairs", "warn_threshold")
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 class UnknownPair(LookupError):
@@ -38,6 +46,7 @@ class Snapshot:
     verdicts: dict[PairKey, Verdict] = field(default_factory=dict)
     states: dict[PairKey, str] = field(default_factory=dict)  # after the alarm latch
     since: dict[PairKey, float | None] = field(default_factory=dict)
+    lines: dict[PairKey, ReferenceLine | None] = field(default_factory=dict)
     sufficient: dict[PairKey, dict[str, float]] = field(default_factory=dict)
     references: dict[PairKey, ReferenceInfo] = field(default_factory=dict)  # pairs past warm-up
     taken_at: float = 0.0
@@ -53,7 +62,7 @@ class DetectorBank:
     """Detectors by pair; the caller serialises calls (the pipeline's lock)."""
 
     def __init__(self, store: Store, make_detector: Callable[[], Detector], settings: dict[str, Any],
-                 directions: dict[str, float], audits: list[str]) -> None:
+                 directions: dict[str, float], audits: list[str], history_seconds: float = 60.0) -> None:
         self.store = store
         self.make_detector = make_detector
         self.settings = settings
@@ -64,6 +73,9 @@ class DetectorBank:
         self.snapshot = Snapshot()
         self.cursors = {name: store.get_cursor(name) for name in CURSORS}
         self._dirty: set[PairKey] = set()  # detectors changed since their state was last saved
+        self.history_seconds = history_seconds
+        self.history: list[HistoryRow] = []  # verdicts to record; the pipeline takes them into the store
+        self._recorded: dict[PairKey, tuple[float, str, float]] = {}  # last recorded (ts, state, statistic)
 
     def load(self) -> list[PairKey]:
         """Resume saved detectors; returns the pairs whose saved settings differ (they start afresh)."""
@@ -133,6 +145,7 @@ class DetectorBank:
         for key in sorted(self.detectors) if keys is None else keys:
             verdict = verdicts[key] = self.detectors[key].verdict(now)
             event = self.alarms.update(key, verdict, now)
+            self._record(key, verdict, now)
             if event is not None:
                 if cause is not None:
                     event["cause"] = cause
@@ -146,6 +159,27 @@ class DetectorBank:
             if rank is not None and event["state"] == "alarm":
                 event["rank"], event["ranked_of"] = rank
         return events
+
+    def _record(self, key: PairKey, verdict: Verdict, now: float) -> None:
+        """Keep a verdict for the report's plots: at every state change, else when it moved and at
+        most every ``history_seconds`` (bounded and cheap; warm-up verdicts are not plotted)."""
+        if verdict.warming_up:
+            return
+        state = self.alarms.state(key).state
+        last = self._recorded.get(key)
+        if last is not None and last[1] == state and (
+                now - last[0] < self.history_seconds or last[2] == verdict.statistic):
+            return
+        self._recorded[key] = (now, state, verdict.statistic)
+        estimates = verdict.estimates.reported()
+        body: dict[str, Any] = {"statistic": _number(verdict.statistic), "threshold": _number(verdict.threshold),
+                                "reason": verdict.reason}
+        body.update((name, estimates[name]) for name in HISTORY_FIELDS if name in estimates)
+        self.history.append((*key, now, state, body))
+
+    def take_history(self) -> list[HistoryRow]:
+        rows, self.history = self.history, []
+        return rows
 
     def rebaseline(self, now: float, keys: list[PairKey]) -> None:
         for key in keys:
@@ -185,6 +219,7 @@ class DetectorBank:
             verdicts=verdicts,
             states={key: self.alarms.state(key).state for key in self.detectors},
             since={key: self.alarms.state(key).since for key in self.detectors},
+            lines={key: det.reference_line() for key, det in self.detectors.items()},
             sufficient={key: det.sufficient_statistics() for key, det in self.detectors.items()},
             references={key: info for key, det in self.detectors.items() if (info := det.reference_info())},
             taken_at=now, generation=self.snapshot.generation + 1)

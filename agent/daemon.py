@@ -28,6 +28,7 @@ from agent.explain import sentence
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
 from agent.pipeline import Pipeline
+from agent.report.routes import add_report_routes
 from agent.scheduler import Jobs, LiveScheduler
 from agent.sources.base import Ingest, Source
 from agent.sources.http_pull import HttpPullSource
@@ -145,6 +146,7 @@ class Agent:
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
         add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__)
         if self.pipeline is not None:
+            add_report_routes(self.server, config, self.pipeline.view, self.store, self.wired.components, __version__)
             self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
             self.server.route("GET", "/v1/events", self._events)
 

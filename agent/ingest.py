@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agent.core import ALL, OTHER_SEGMENT
+from agent.core import ALL, OTHER_SEGMENT, lookup
 from agent.counters import Tally
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import IngestResult
@@ -19,6 +19,17 @@ from agent.windows import RollingMeans
 
 #: called for each new output inside the ingest transaction (the audit sampler queues judge work)
 OutputHook = Callable[[OutputRow, Record], None]
+#: a record's (input, output) excerpts, for the evidence (``evidence.keep_text``)
+Excerpt = Callable[[Record], tuple[str | None, str | None]]
+
+
+def excerpt_reader(input_field: str, output_field: str, chars: int) -> Excerpt:
+    """The first ``chars`` characters of a record's input and output text, where they are strings."""
+    def text(record: Record, path: str) -> str | None:
+        value = lookup(record.body, path)
+        return value[:chars] if isinstance(value, str) and value else None
+
+    return lambda record: (text(record, input_field), text(record, output_field))
 
 
 class SegmentFolder:
@@ -54,6 +65,7 @@ class Ingester:
         self.means = means
         self.label_ttl = label_ttl
         self.output_hooks: list[OutputHook] = []
+        self.excerpt: Excerpt | None = None  # set when evidence.keep_text is on
         self.last_record_ts: dict[str, float] = {}
 
     def parse(self, item: bytes | dict[str, Any]) -> Record | Rejection:
@@ -96,6 +108,10 @@ class Ingester:
         self.add_audit_means(joined.segment, joined.joined, now)
         if joined.output is not None:
             self._add_proxy_means(segment, record.proxies, now)
+            if self.excerpt is not None:
+                input_text, output_text = self.excerpt(record)
+                if input_text is not None or output_text is not None:
+                    self.store.put_excerpt(record.id, ts, input_text, output_text)
             for hook in self.output_hooks:
                 hook(joined.output, record)
         return True

@@ -24,7 +24,7 @@ from agent.core import PairKey
 from agent.counters import Counters
 from agent.detect.base import Detector
 from agent.detect.factory import detector_factory, detector_settings
-from agent.ingest import Ingester, SegmentFolder
+from agent.ingest import Ingester, SegmentFolder, excerpt_reader
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import Batch, IngestResult, Source
 from agent.store import OutputRow, Store
@@ -50,16 +50,19 @@ class Pipeline:
         segments = SegmentFolder(store, config.segments.max_values if config.segments else 0)
         self.ingester = Ingester(RecordParser(config), store, segments, means,
                                  config.retention.label_ttl_seconds)
+        if config.evidence.keep_text:
+            ev = config.evidence
+            self.ingester.excerpt = excerpt_reader(ev.input_field, ev.output_field, ev.excerpt_chars)
         #: +1 for a proxy where higher is better, -1 where lower is: detectors see "better" as up
         self.directions = directions = {p.name: (-1.0 if p.direction == "lower" else 1.0) for p in config.proxies}
         #: called for each new output inside the ingest transaction (the audit sampler)
         self.output_hooks = self.ingester.output_hooks
         self.bank = DetectorBank(store, make_detector or detector_factory(config),
                                  detector_settings(config) if make_detector is None else {},
-                                 directions, [a.name for a in config.audits])
+                                 directions, [a.name for a in config.audits], config.evidence.history_seconds)
         self.event_sinks: list[EventSink] = []
         self.view = PipelineView(store, self.counters, self.bank, means, ValidityTracker(
-            directions, config.detection.validity_pairs), self.ingester, clock)
+            directions, config.detection.validity_pairs), self.ingester, clock, config.evidence)
         self._checkpointed_at: float | None = None
         self._load()
 
@@ -212,6 +215,7 @@ class Pipeline:
             with self.store.transaction():
                 for event in events:
                     self.store.append_event(now, event)
+                self.store.append_verdicts(self.bank.take_history())
                 if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:
                     self._checkpoint(now)
         self._emit(events)
@@ -261,6 +265,7 @@ class Pipeline:
             dropped = self.store.expire(now, now - r.pairs_max_age_seconds, r.max_pending, r.max_pairs,
                                         r.max_events, remember_ids_seconds=r.label_ttl_seconds,
                                         max_seen_ids=r.max_seen_ids)
+            self.store.expire_evidence(now - r.pairs_max_age_seconds, r.max_pairs, self.config.evidence.max_history)
             with self.counters.counting() as tally:
                 for kind in ("output", "label"):
                     if dropped.get(kind):

@@ -10,14 +10,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agent.bank import DetectorBank, Snapshot
 from agent.clock import Clock
 from agent.compute import Computer
+from agent.config import EvidenceConfig
 from agent.core import PairKey
 from agent.counters import CounterKey, Counters
+from agent.evidence import evidence
 from agent.ingest import Ingester
-from agent.store import Store
+from agent.store import Store, VerdictRow
 from agent.validity import Validity, ValidityTracker
 from agent.windows import RollingMeans
 
@@ -33,8 +36,10 @@ class StoreStats:
 
 class PipelineView:
     def __init__(self, store: Store, counters: Counters, bank: DetectorBank, means: RollingMeans,
-                 validity: ValidityTracker, ingester: Ingester, clock: Clock) -> None:
+                 validity: ValidityTracker, ingester: Ingester, clock: Clock,
+                 evidence_settings: EvidenceConfig | None = None) -> None:
         self._store = store
+        self._evidence = evidence_settings or EvidenceConfig()
         self._counters = counters
         self._bank = bank
         self._means = means
@@ -81,6 +86,20 @@ class PipelineView:
             stats = StoreStats(self._store.pair_counts(), pending_outputs, pending_labels)
             self._stats = (generation, stats)
             return stats
+
+    def evidence(self, key: PairKey, limit: int | None = None) -> dict[str, Any] | None:
+        """The audited outputs behind ``key``'s current excursion (agent/evidence.py); None: no such pair."""
+        return evidence(self._store, self.snapshot, key, self._bank.directions, self._evidence, limit)
+
+    def verdict_history(self, key: PairKey, limit: int) -> list[VerdictRow]:
+        """The newest recorded verdicts of a pair (for sparklines), oldest first."""
+        return self._store.verdict_history(*key, limit)
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        return self._store.recent_events(limit)
+
+    def now(self) -> float:
+        return self._clock.now()
 
     def proxy_validity(self) -> dict[PairKey, Validity]:
         """How much each proxy is still worth, brought up to date with the store when asked.

@@ -700,8 +700,6 @@ def test_the_rendered_sidecar_with_a_broken_config_stays_up(rendered: dict[str, 
                                                             tmp_path: Path) -> None:
     """The container as rendered (its args and environment) with a config it cannot run: the
     process stays up, the liveness path answers 200, /metrics says why."""
-    if not agent_available():
-        pytest.skip("the agent is not there yet")
     import requests
     from support import free_port, parse_metrics, wait_until
 
@@ -846,15 +844,9 @@ def test_dashboards_configmap_holds_every_dashboard(rendered: dict[str, list[dic
 # --- the agent accepts the rendered config --------------------------------------------------------
 
 
-def agent_available() -> bool:
-    return (ROOT / "agent" / "cli.py").exists() and importlib.util.find_spec("pydantic") is not None
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_rendered_config_passes_check_config(rendered: dict[str, list[dict[str, Any]]], scenario: str,
                                              tmp_path: Path) -> None:
-    if not agent_available():
-        pytest.skip("goodhart-agent check-config is not there yet")
     objects = rendered[scenario]
     config = agent_config(objects)
     for key in ("source", "proxies", "audits", "listen", "state_dir", "log"):

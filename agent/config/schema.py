@@ -109,6 +109,22 @@ class LogConfig(Strict):
         return value.upper() if isinstance(value, str) else value
 
 
+class EvidenceConfig(Strict):
+    max_items: int = Field(
+        50, ge=1, le=1000,
+        description="audited outputs listed per pair by /v1/evidence, the CLI and the report, at most")
+    keep_text: bool = Field(
+        False, description="keep short excerpts of each output's input and output text for the evidence "
+                           "(off: no text is stored; leave off where outputs are privacy-sensitive)")
+    excerpt_chars: int = Field(200, ge=20, le=4000, description="characters kept of each excerpt")
+    input_field: DottedPath = Field("input", description="path of the input text in a record (keep_text)")
+    output_field: DottedPath = Field("output", description="path of the output text in a record (keep_text)")
+    history_seconds: PositiveSeconds = Field(
+        60.0, description="a pair's verdict is recorded for the report's plots at most this often (and at every "
+                          "state change)")
+    max_history: int = Field(100_000, ge=1000, description="recorded verdicts kept, all pairs together")
+
+
 class ApiConfig(Strict):
     allow_remote_rebaseline: bool = Field(False, description="accept POST /v1/rebaseline from non-loopback")
 
@@ -133,6 +149,7 @@ class Config(Strict):
     detection: DetectionConfig = DetectionConfig()
     log: LogConfig = LogConfig()
     api: ApiConfig = ApiConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
     _listen_ok = field_validator("listen")(check_listen)
 

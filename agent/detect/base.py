@@ -103,6 +103,36 @@ class ReferenceInfo:
 
 
 @dataclass(frozen=True)
+class ReferenceLine:
+    """A detector's reference relation as a line on the *oriented* proxy, for evidence and plots.
+
+    ``predict`` is what the reference promises for a proxy value; ``prediction_se`` its standard
+    error from the fit; ``scale`` the residual s.d. around the line on the reference.
+    """
+
+    intercept: float
+    slope: float
+    lower: float  # predictions are clipped to [lower, upper] (0/1 audits: [0, 1])
+    upper: float
+    scale: float
+    cov: tuple[float, float, float]  # (intercept, intercept-slope, slope) covariance
+    proxy_mean: float
+    proxy_sd: float
+    proxy_min: float
+    proxy_max: float
+    audit_mean: float
+    pairs: int
+    baseline_ts: float | None  # the reference was built from audited outputs from here on
+
+    def predict(self, proxy: float) -> float:
+        return min(max(self.intercept + self.slope * proxy, self.lower), self.upper)
+
+    def prediction_se(self, proxy: float) -> float:
+        aa, ab, bb = self.cov
+        return math.sqrt(max(aa + 2 * proxy * ab + proxy * proxy * bb, 0.0))
+
+
+@dataclass(frozen=True)
 class PairObservation:
     """One audited output of this test: its oriented proxy value, audit value and sampling weight."""
 
@@ -155,3 +185,7 @@ class Detector(ABC):
     def sufficient_statistics(self) -> dict[str, float]:
         """Monotone sums (counters) that Prometheus can add across replicas; empty by default."""
         return {}
+
+    def reference_line(self) -> ReferenceLine | None:
+        """The reference as a line, once there is one (evidence and the report); None by default."""
+        return None

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, Verdict
+from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.detect.cusums import BANK, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
@@ -302,6 +302,10 @@ class DecouplingDetector(Detector):
         shift = math.nan if self._proxy_ewma is None else (self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_
         return replace(cached[2], reference_pairs=ref.n_, rank_corr_reference=_finite(ref.rank_corr_),
                        late_pairs_ignored=self._late, proxy_shift=_finite(shift))
+
+    def reference_line(self) -> ReferenceLine | None:
+        ref = self._ref
+        return None if ref is None else ref.line(_f(self._baseline_ts))
 
     # -- lifecycle -------------------------------------------------------------------------
     def rebaseline(self, now: float) -> None:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from agent.detect.base import ReferenceLine
 from agent.stats import spearman
 
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
@@ -218,6 +219,13 @@ class ReferenceRelation:
         level = (min(weight, WEIGHT_CLIP) * psi - self.level_center_) / self.level_scale_
         slope = (prod - self.slope_center_) / self.slope_scale_
         return r, level, slope
+
+    def line(self, baseline_ts: float | None) -> ReferenceLine:
+        """This reference as the detectors' seam shows it (see :class:`~agent.detect.base.ReferenceLine`)."""
+        aa, ab, bb = self.coef_cov_
+        return ReferenceLine(self.intercept_, self.slope_, *self.bounds_, self.scale_, (aa, ab, bb),
+                             self.proxy_mean_, self.proxy_sd_, self.proxy_min_, self.proxy_max_, self.audit_mean_,
+                             int(self.n_), baseline_ts)
 
     # -- state ------------------------------------------------------------------------------
     _FIELDS = (

@@ -10,11 +10,13 @@ transaction together with the source offset it reached, so a restart neither re-
 audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
 ``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``references`` which
 pairs started from a reference artifact; ``forward`` a forwarder's buffer of records on their way
-to the gateway. All SQL of the agent lives in this package.
+to the gateway; ``evidence`` the audited outputs behind an excursion, text excerpts and verdict
+history. All SQL of the agent lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
 from agent.store.join import JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
@@ -23,7 +25,8 @@ from agent.store.retention import RetentionTables
 from agent.store.state import StateTables
 
 
-class Store(JoinTables, LogTables, RetentionTables, StateTables, ReferenceTables, ForwardTables, Database):
+class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables, ReferenceTables, ForwardTables,
+            Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a
@@ -32,5 +35,5 @@ class Store(JoinTables, LogTables, RetentionTables, StateTables, ReferenceTables
 
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "BufferStats", "BufferedBatch",
-           "ImportRow", "LabelJoin", "OutputJoin", "OutputRow", "PairRow", "QueueItem", "Store", "load_budget",
-           "save_budget"]
+           "EvidenceRow", "ImportRow", "LabelJoin", "Line", "OutputJoin", "OutputRow", "PairRow", "QueueItem",
+           "Store", "VerdictRow", "load_budget", "save_budget"]

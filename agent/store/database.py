@@ -106,6 +106,21 @@ MIGRATIONS: list[str] = [
         UPDATE forward_totals SET records = records - 1, bytes = bytes - OLD.bytes WHERE id = 1;
     END;
     """,
+    # 6: why a pair alarmed (agent/store/evidence.py): short input/output excerpts of outputs, when
+    # evidence.keep_text is on, and a bounded history of each pair's verdicts for the report's plots
+    """
+    CREATE TABLE excerpts(id TEXT PRIMARY KEY, ts REAL NOT NULL, input TEXT, output TEXT);
+    CREATE INDEX excerpts_ts ON excerpts(ts);
+    CREATE TABLE verdicts(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        proxy TEXT NOT NULL,
+        audit TEXT NOT NULL,
+        segment TEXT NOT NULL,
+        ts REAL NOT NULL,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL);
+    CREATE INDEX verdicts_key ON verdicts(proxy, audit, segment, seq);
+    """,
 ]
 
 
