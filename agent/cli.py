@@ -14,7 +14,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 EXAMPLES = {
     "run": "goodhart-agent run --config /etc/goodhart-agent/config.yaml --listen 0.0.0.0:10100",
-    "check-config": "goodhart-agent check-config config.yaml",
+    "check-config": "goodhart-agent check-config config.yaml --sample /var/log/ai/outputs.jsonl",
     "replay": "goodhart-agent replay --config config.yaml outputs.jsonl --events-out events.jsonl",
     "demo": "goodhart-agent demo --speedup 10",
     "rebaseline": "goodhart-agent rebaseline --config config.yaml --proxy thumbs_up",
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="audited pairs per second the deployment gets, to state the budget as time")
     check.add_argument("--strict", action="store_true",
                        help="treat warnings (an unset API key variable) as errors: exit 2, as run and replay would")
+    check.add_argument("--sample", metavar="FILE",
+                       help="a real JSONL log: report how often each configured field is present (and numeric)")
+    check.add_argument("--records", type=int, default=1000, metavar="N",
+                       help="records of --sample read (default 1000)")
 
     rep = command("replay", "Run the pipeline over a recorded JSONL stream on its own clock; write events.")
     rep.add_argument("--config", required=True, help="YAML config file")
@@ -104,6 +108,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{_duration(gamma / rate)} at {rate:g} audits/s" for rate in rates if rate > 0))
     for problem in problems:  # where check-config runs is often not where the daemon runs
         print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
+    if args.sample:
+        return _sample(config, args.sample, args.records)
+    return EXIT_OK
+
+
+def _sample(config: Config, path: str, records: int) -> int:
+    """Informative: field presence in a real log. Exit 0 whatever it shows; 2 when the file cannot be read."""
+    from agent.sample import sample_file
+
+    if records < 1:
+        print("goodhart-agent: --records must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with open(path, "rb") as stream:
+            report = sample_file(config, stream, records)
+    except OSError as err:
+        print(f"goodhart-agent: --sample {path}: {err.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    for line in report.lines():
+        print(line)
     return EXIT_OK
 
 

@@ -215,7 +215,6 @@ def test_a_missing_key_variable_is_a_config_error_naming_its_key(tmp_path: Path)
 
 
 # -- the daemon: outputs from a JSONL file, labels from Langfuse -----------------------------------------------
-@pytest.mark.slow
 def test_jsonl_outputs_and_langfuse_scores_join_into_audited_pairs(tmp_path: Path, api: FakeLangfuse,
                                                                    agent_factory: Any,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
