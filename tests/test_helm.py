@@ -274,6 +274,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                                       "standalone": {"persistence": {"enabled": True, "storageClass": "fast"}},
                                       "monitor": {"enabled": True, "kind": "ServiceMonitor"}},
 }
+LANGFUSE_SOURCE = {"name": "scores", "type": "http_pull", "flavour": "langfuse", "url": "https://cloud.langfuse.com",
+                   "langfuse": {"scores": ["resolved"], "public_key_env": "LANGFUSE_PUBLIC_KEY",
+                                "secret_key_env": "LANGFUSE_SECRET_KEY"}}
+LANGFUSE_SECRETS = {"LANGFUSE_PUBLIC_KEY": {"name": "langfuse", "key": "public-key"},
+                    "LANGFUSE_SECRET_KEY": {"name": "langfuse", "key": "secret-key"}}
+SCENARIOS["standalone-otlp"] = {"mode": "standalone", "config": {"source": {"type": "otlp"}}}
+SCENARIOS["sidecar-sources-jsonl-otlp-langfuse"] = {
+    "config": {"sources": [{"name": "app", "type": "jsonl", "path": "/var/log/ai/outputs.jsonl"},
+                           {"name": "otel", "type": "otlp"}, LANGFUSE_SOURCE]},
+    "secretEnv": LANGFUSE_SECRETS}
+SCENARIOS["standalone-sources-otlp-langfuse"] = {
+    "mode": "standalone", "config": {"sources": [{"name": "otel", "type": "otlp"}, LANGFUSE_SOURCE]},
+    "secretEnv": LANGFUSE_SECRETS}
 for _example in sorted(EXAMPLES.glob("*-values.yaml")):
     if _example.name != "other-chart-values.yaml":  # values for another chart, not this one
         SCENARIOS["example:" + _example.name] = yaml.safe_load(_example.read_text())
@@ -495,6 +508,32 @@ def test_http_push_binds_loopback_in_a_sidecar(rendered: dict[str, list[dict[str
     assert config["source"] == {"type": "http_push", "listen": "127.0.0.1:10101"}
 
 
+def test_an_otlp_source_listens_on_4318_behind_the_service_in_standalone(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["standalone-otlp"]
+    assert agent_config(objects)["source"] == {"type": "otlp", "listen": "0.0.0.0:4318"}
+    agent = agent_containers(one(objects, "Deployment")["spec"]["template"]["spec"])[0]
+    assert {p["name"]: p["containerPort"] for p in agent["ports"]} == {"goodhart": 10100, "goodhart-otlp": 4318}
+    service = one(objects, "Service")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"goodhart": 10100, "goodhart-otlp": 4318}
+    assert one(objects, "Service")["spec"]["ports"][1]["targetPort"] == "goodhart-otlp"
+
+
+def test_a_sources_list_replaces_the_default_source_and_gets_its_listeners(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    config = agent_config(rendered["sidecar-sources-jsonl-otlp-langfuse"])
+    assert "source" not in config  # the default jsonl source of values.yaml is left out
+    by_name = {s["name"]: s for s in config["sources"]}
+    assert by_name["app"] == {"name": "app", "type": "jsonl", "path": "/var/log/ai/outputs.jsonl"}
+    assert by_name["otel"]["listen"] == "127.0.0.1:4318"  # a sidecar: only the pod's app sends
+    assert by_name["scores"]["langfuse"]["secret_key_env"] == "LANGFUSE_SECRET_KEY"
+    standalone = rendered["standalone-sources-otlp-langfuse"]
+    assert {s["name"]: s.get("listen") for s in agent_config(standalone)["sources"]} == {
+        "otel": "0.0.0.0:4318", "scores": None}
+    service = one(standalone, "Service")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["goodhart", "goodhart-otlp"]
+
+
 # --- standalone -----------------------------------------------------------------------------------
 
 
@@ -664,8 +703,9 @@ def test_rendered_config_passes_check_config(rendered: dict[str, list[dict[str, 
         pytest.skip("goodhart-agent check-config is not there yet")
     objects = rendered[scenario]
     config = agent_config(objects)
-    for key in ("source", "proxies", "audits", "listen", "state_dir", "log"):
+    for key in ("proxies", "audits", "listen", "state_dir", "log"):
         assert key in config, key
+    assert ("source" in config) != ("sources" in config)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     # The agent container's environment, as Kubernetes would set it (secrets as dummies).
@@ -724,6 +764,10 @@ def test_schema_rejects_bad_values_naming_the_key(helm: Any, chart: Any, values:
 
 
 RENDER_ERRORS = [
+    ({"config": {"sources": [{"name": "a", "type": "otlp"}, {"name": "b", "type": "otlp"}]}},
+     "at most one otlp source"),
+    ({"config": {"sources": [LANGFUSE_SOURCE]}},
+     "config.sources[0].langfuse.public_key_env is LANGFUSE_PUBLIC_KEY but neither secretEnv nor extraEnv sets"),
     ({"config": {"source": {"path": "/elsewhere/outputs.jsonl"}}}, "must lie under sidecar.handoff.mountPath"),
     ({"config": {"audits": [{"name": "j", "llm_judge": {"base_url": "http://j/v1", "model": "m", "prompt": "p",
                                                         "api_key_env": "JUDGE_API_KEY"}}]}},

@@ -84,31 +84,11 @@ app.kubernetes.io/part-of: goodhart-agent
 {{- include "goodhart-agent.fullname" . }}
 {{- end }}
 
-{{/* The source type after extraConfig is merged; the agent's default is jsonl. */}}
-{{- define "goodhart-agent.sourceType" -}}
-{{- $type := "" }}
-{{- if kindIs "map" .Values.config.source }}
-{{- $type = .Values.config.source.type }}
-{{- end }}
-{{- if .Values.extraConfig }}
-{{- $extra := fromYaml .Values.extraConfig }}
-{{- if and (kindIs "map" $extra.source) $extra.source.type }}
-{{- $type = $extra.source.type }}
-{{- end }}
-{{- end }}
-{{- $type | default "jsonl" }}
-{{- end }}
-
-{{/* True when the push listener is served on the pod's network (standalone + http_push). */}}
-{{- define "goodhart-agent.pushExposed" -}}
-{{- if and (eq .Values.mode "standalone") (eq (include "goodhart-agent.sourceType" .) "http_push") }}true{{ end }}
-{{- end }}
-
 {{/*
-The agent config as YAML: values.config, deep-merged with extraConfig, plus the keys the chart owns
-(listen, state_dir, and source.listen for http_push).
+The user's agent config: values.config deep-merged with extraConfig. With a `sources` list the
+single `source` (the default in values.yaml) is dropped: the agent takes one or the other.
 */}}
-{{- define "goodhart-agent.config" -}}
+{{- define "goodhart-agent.userConfig" -}}
 {{- $config := deepCopy .Values.config }}
 {{- if .Values.extraConfig }}
 {{- $extra := fromYaml .Values.extraConfig }}
@@ -117,32 +97,67 @@ The agent config as YAML: values.config, deep-merged with extraConfig, plus the 
 {{- end }}
 {{- $config = mustMergeOverwrite $config $extra }}
 {{- end }}
-{{- if not (kindIs "map" $config.source) }}
-{{- fail "config.source is required: the agent needs a source of live records (jsonl, http_push or http_pull)" }}
+{{- if $config.sources }}
+{{- $_ := unset $config "source" }}
 {{- end }}
-{{- $type := include "goodhart-agent.sourceType" . }}
-{{- /* keys of the other source types (left over from the defaults) are dropped */}}
-{{- if ne $type "jsonl" }}
-{{- $_ := unset $config.source "path" }}
+{{- toYaml $config }}
 {{- end }}
-{{- if ne $type "http_pull" }}
-{{- $_ := unset $config.source "url" }}
+
+{{/* The types of the configured sources, comma-separated; the agent's default type is jsonl. */}}
+{{- define "goodhart-agent.sourceTypes" -}}
+{{- $config := fromYaml (include "goodhart-agent.userConfig" .) }}
+{{- $types := list }}
+{{- if $config.sources }}
+{{- range $config.sources }}{{ $types = append $types ((kindIs "map" .) | ternary (.type | default "jsonl") "jsonl") }}{{ end }}
+{{- else if kindIs "map" $config.source }}
+{{- $types = append $types ($config.source.type | default "jsonl") }}
 {{- end }}
-{{- if eq $type "http_push" }}
+{{- join "," $types }}
+{{- end }}
+
+{{/* The one source's type ("jsonl", ...), or "sources" when a list of sources is configured. */}}
+{{- define "goodhart-agent.sourceType" -}}
+{{- $config := fromYaml (include "goodhart-agent.userConfig" .) }}
+{{- if $config.sources }}sources{{ else }}{{ include "goodhart-agent.sourceTypes" . | default "jsonl" }}{{ end }}
+{{- end }}
+
+{{/* True when the push listener is served on the pod's network (standalone + an http_push source). */}}
+{{- define "goodhart-agent.pushExposed" -}}
+{{- if and (eq .Values.mode "standalone") (has "http_push" (splitList "," (include "goodhart-agent.sourceTypes" .))) }}true{{ end }}
+{{- end }}
+
+{{/* True when the OTLP/HTTP receiver is served on the pod's network (standalone + an otlp source). */}}
+{{- define "goodhart-agent.otlpExposed" -}}
+{{- if and (eq .Values.mode "standalone") (has "otlp" (splitList "," (include "goodhart-agent.sourceTypes" .))) }}true{{ end }}
+{{- end }}
+
+{{/*
+The agent config as YAML: the user's config plus the keys the chart owns (listen, state_dir, and
+each push source's listen: ports.push for http_push, ports.otlp for otlp).
+*/}}
+{{- define "goodhart-agent.config" -}}
+{{- $config := fromYaml (include "goodhart-agent.userConfig" .) }}
+{{- $items := list }}
+{{- $prefix := "config.source" }}
+{{- if $config.sources }}
+{{- $items = $config.sources }}
+{{- $prefix = "config.sources" }}
+{{- else if kindIs "map" $config.source }}
+{{- $items = list $config.source }}
+{{- else }}
+{{- fail "config.source is required: the agent needs a source of live records (jsonl, http_push, http_pull or otlp)" }}
+{{- end }}
 {{- $host := ternary "0.0.0.0" "127.0.0.1" (eq .Values.mode "standalone") }}
-{{- $_ := set $config.source "listen" (printf "%s:%d" $host (int .Values.ports.push)) }}
-{{- end }}
-{{- if eq $type "jsonl" }}
-{{- $dir := trimSuffix "/" .Values.sidecar.handoff.mountPath }}
-{{- if not $config.source.path }}
-{{- fail "config.source.path is required when config.source.type is jsonl" }}
-{{- end }}
-{{- if not (hasPrefix (printf "%s/" $dir) $config.source.path) }}
-{{- fail (printf "config.source.path %q must lie under sidecar.handoff.mountPath %q (the agent only sees the hand-off volume)" $config.source.path .Values.sidecar.handoff.mountPath) }}
+{{- $types := splitList "," (include "goodhart-agent.sourceTypes" .) }}
+{{- range $kind := list "http_push" "otlp" }}
+{{- $count := 0 }}
+{{- range $types }}{{ if eq . $kind }}{{ $count = add1 $count }}{{ end }}{{ end }}
+{{- if gt $count 1 }}
+{{- fail (printf "at most one %s source: the chart gives it one port (ports.%s)" $kind (ternary "push" "otlp" (eq $kind "http_push"))) }}
 {{- end }}
 {{- end }}
-{{- /* Every environment variable the config names (judge keys, source tokens and headers) must
-come from secretEnv or extraEnv: the agent reads secrets only from its environment. */}}
+{{- /* Every environment variable the config names (judge keys, source tokens, headers, Langfuse
+keys) must come from secretEnv or extraEnv: the agent reads secrets only from its environment. */}}
 {{- $defined := keys .Values.secretEnv }}
 {{- range .Values.extraEnv }}{{ $defined = append $defined .name }}{{ end }}
 {{- $wanted := list }}
@@ -154,11 +169,42 @@ come from secretEnv or extraEnv: the agent reads secrets only from its environme
 {{- end }}
 {{- end }}
 {{- end }}
-{{- with $config.source.token_env }}
-{{- $wanted = append $wanted (list "config.source.token_env" .) }}
+{{- range $i, $source := $items }}
+{{- $key := ternary (printf "%s[%d]" $prefix $i) $prefix (eq $prefix "config.sources") }}
+{{- $type := $source.type | default "jsonl" }}
+{{- /* keys of the other source types (left over from the defaults) are dropped */}}
+{{- if ne $type "jsonl" }}
+{{- $_ := unset $source "path" }}
 {{- end }}
-{{- range $header, $env := $config.source.headers_env }}
-{{- $wanted = append $wanted (list (printf "config.source.headers_env.%s" $header) $env) }}
+{{- if ne $type "http_pull" }}
+{{- $_ := unset $source "url" }}
+{{- end }}
+{{- if eq $type "http_push" }}
+{{- $_ := set $source "listen" (printf "%s:%d" $host (int $.Values.ports.push)) }}
+{{- end }}
+{{- if eq $type "otlp" }}
+{{- $_ := set $source "listen" (printf "%s:%d" $host (int $.Values.ports.otlp)) }}
+{{- end }}
+{{- if eq $type "jsonl" }}
+{{- $dir := trimSuffix "/" $.Values.sidecar.handoff.mountPath }}
+{{- if not $source.path }}
+{{- fail (printf "%s.path is required when %s.type is jsonl" $key $key) }}
+{{- end }}
+{{- if not (hasPrefix (printf "%s/" $dir) $source.path) }}
+{{- fail (printf "%s.path %q must lie under sidecar.handoff.mountPath %q (the agent only sees the hand-off volume)" $key $source.path $.Values.sidecar.handoff.mountPath) }}
+{{- end }}
+{{- end }}
+{{- with $source.token_env }}
+{{- $wanted = append $wanted (list (printf "%s.token_env" $key) .) }}
+{{- end }}
+{{- range $header, $env := $source.headers_env }}
+{{- $wanted = append $wanted (list (printf "%s.headers_env.%s" $key $header) $env) }}
+{{- end }}
+{{- range $secret := list "public_key_env" "secret_key_env" }}
+{{- with (index ($source.langfuse | default dict) $secret) }}
+{{- $wanted = append $wanted (list (printf "%s.langfuse.%s" $key $secret) .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $wanted }}
 {{- if not (has (index . 1) $defined) }}
@@ -210,6 +256,11 @@ The agent container, as one item of a containers (or initContainers) list. Inter
     {{- if include "goodhart-agent.pushExposed" $ctx }}
     - name: goodhart-push
       containerPort: {{ $v.ports.push }}
+      protocol: TCP
+    {{- end }}
+    {{- if include "goodhart-agent.otlpExposed" $ctx }}
+    - name: goodhart-otlp
+      containerPort: {{ $v.ports.otlp }}
       protocol: TCP
     {{- end }}
   env:
