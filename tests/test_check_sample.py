@@ -20,7 +20,7 @@ def rows(stdout: str) -> dict[str, tuple[str, ...]]:
     table = {}
     for line in stdout.splitlines():
         tokens = line.split()
-        keys = [i for i, t in enumerate(tokens) if t.endswith(":") and "." in t or t in ("id_field:", "ts_field:")]
+        keys = [i for i, t in enumerate(tokens) if (t.endswith(":") and "." in t) or t in ("id_field:", "ts_field:")]
         if line.startswith("  ") and keys and tokens[0].endswith("%"):
             table[tokens[keys[0]].rstrip(":")] = tuple(tokens[:keys[0]])
     return table
