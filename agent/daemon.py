@@ -34,6 +34,7 @@ from agent.sources.base import Ingest, Source
 from agent.sources.http_pull import HttpPullSource
 from agent.sources.http_push import HttpPushSource
 from agent.sources.jsonl import JsonlSource
+from agent.sources.langfuse import LangfuseScoresSource
 from agent.sources.otlp import OtlpSource
 from agent.statelock import StateDirBusy, StateLock
 from agent.store import Store
@@ -61,7 +62,8 @@ def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServe
     elif s.type == "otlp":
         made = OtlpSource.from_config(s, ingest, server, key)
     elif s.type == "http_pull":
-        made = HttpPullSource.from_config(config, store.get_offset(name), s, key)
+        pull = LangfuseScoresSource if s.flavour == "langfuse" else HttpPullSource
+        made = pull.from_config(config, store.get_offset(name), s, key)
     else:
         raise ConfigError([f"{key}.type: {s.type} is not available in this build"])
     made.name = name

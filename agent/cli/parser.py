@@ -12,7 +12,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 EXAMPLES = {
     "run": "goodhart-agent run --config /etc/goodhart-agent/config.yaml --listen 0.0.0.0:10100",
-    "check-config": "goodhart-agent check-config config.yaml",
+    "check-config": "goodhart-agent check-config config.yaml --sample /var/log/ai/outputs.jsonl",
     "replay": "goodhart-agent replay --config config.yaml outputs.jsonl --events-out events.jsonl",
     "demo": "goodhart-agent demo --speedup 10",
     "rebaseline": "goodhart-agent rebaseline --config config.yaml --proxy thumbs_up",
@@ -53,22 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text,
                               epilog=f"example: {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    run = command("run", "Run the daemon: follow the source, detect, serve /metrics.")
-    run.add_argument("--config", required=True, help="YAML config file")
-    run.add_argument("--listen", type=_listen, help=f"HOST:PORT for /metrics and probes (default {DEFAULT_LISTEN})")
-    run.add_argument("--on-error", choices=("exit", "serve"), default="exit",
-                     help="exit (default): a config that cannot run exits 2, for standalone and gateway runs. "
-                          "serve: never-down mode for sidecars: stay up, serve /metrics (goodhart_config_valid 0), "
-                          "/healthz and /readyz, log the problem, retry the config every --retry-seconds")
-    run.add_argument("--retry-seconds", type=_positive, default=30.0,
-                     help="with --on-error serve: seconds between two attempts to load the config (default 30)")
-
-    check = command("check-config", "Validate a config file; one line per problem with its key path.")
-    check.add_argument("file", help="YAML config file")
-    check.add_argument("--audits-per-second", type=float, default=None,
-                       help="audited pairs per second the deployment gets, to state the budget as time")
-    check.add_argument("--strict", action="store_true",
-                       help="treat warnings (an unset API key variable) as errors: exit 2, as run and replay would")
+    _running_commands(command)
 
     rep = command("replay", "Run the pipeline over a recorded JSONL stream on its own clock; write events.")
     rep.add_argument("--config", required=True, help="YAML config file")
@@ -100,6 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
                               "store (running daemon or not), or import one into a stopped agent's store."))
     _why_commands(command)
     return parser
+
+
+def _running_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``run`` and ``check-config``."""
+    run = command("run", "Run the daemon: follow the source, detect, serve /metrics.")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--listen", type=_listen, help=f"HOST:PORT for /metrics and probes (default {DEFAULT_LISTEN})")
+    run.add_argument("--on-error", choices=("exit", "serve"), default="exit",
+                     help="exit (default): a config that cannot run exits 2, for standalone and gateway runs. "
+                          "serve: never-down mode for sidecars: stay up, serve /metrics (goodhart_config_valid 0), "
+                          "/healthz and /readyz, log the problem, retry the config every --retry-seconds")
+    run.add_argument("--retry-seconds", type=_positive, default=30.0,
+                     help="with --on-error serve: seconds between two attempts to load the config (default 30)")
+
+    check = command("check-config", "Validate a config file; one line per problem with its key path.")
+    check.add_argument("file", help="YAML config file")
+    check.add_argument("--audits-per-second", type=float, default=None,
+                       help="audited pairs per second the deployment gets, to state the budget as time")
+    check.add_argument("--strict", action="store_true",
+                       help="treat warnings (an unset API key variable) as errors: exit 2, as run and replay would")
+    check.add_argument("--sample", metavar="FILE",
+                       help="a real JSONL log: report how often each configured field is present (and numeric)")
+    check.add_argument("--records", type=int, default=1000, metavar="N",
+                       help="records of --sample read (default 1000)")
 
 
 def _reference_parser(ref: argparse.ArgumentParser) -> None:

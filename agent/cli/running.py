@@ -34,6 +34,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"reference file: {pinned} pairs start from {config.detection.reference_file}")
     for problem in problems:  # where check-config runs is often not where the daemon runs
         print(f"warning: {problem} (run and replay refuse to start without it)", file=sys.stderr)
+    if args.sample:
+        return _sample(config, args.sample, args.records)
+    return EXIT_OK
+
+
+def _sample(config: Config, path: str, records: int) -> int:
+    """Informative: field presence in a real log. Exit 0 whatever it shows; 2 when the file cannot be read."""
+    from agent.sample import sample_file
+
+    if records < 1:
+        print("goodhart-agent: --records must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with open(path, "rb") as stream:
+            report = sample_file(config, stream, records)
+    except OSError as err:
+        print(f"goodhart-agent: --sample {path}: {err.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    for line in report.lines():
+        print(line)
     return EXIT_OK
 
 

@@ -70,7 +70,13 @@ from agent.config.schema import (
     ScheduleConfig,
     SegmentsConfig,
 )
-from agent.config.sources import DEFAULT_PUSH_LISTEN, PUSH_SHARED_LISTENER, SOURCE_KEY_TYPES, SourceConfig
+from agent.config.sources import (
+    DEFAULT_PUSH_LISTEN,
+    PUSH_SHARED_LISTENER,
+    SOURCE_KEY_TYPES,
+    LangfuseConfig,
+    SourceConfig,
+)
 
 __all__ = [
     "COMPUTE_KINDS",
@@ -101,6 +107,7 @@ __all__ = [
     "ForwardConfig",
     "HttpGraderConfig",
     "JsonValidCompute",
+    "LangfuseConfig",
     "LengthCompute",
     "LimitsConfig",
     "LlmJudgeConfig",

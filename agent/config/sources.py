@@ -25,11 +25,49 @@ SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
     "listen": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH, "retry_after_seconds": _PUSH,
     "max_decompressed_bytes": _OTLP, "span_ids_remembered": _OTLP,
     "token_env": (*_PUSH, *_PULL), "token_file": (*_PUSH, *_PULL),
-    **dict.fromkeys(("url", "params", "headers", "headers_env", "headers_file", "cursor_param", "cursor_start",
-                     "cursor_field", "cursor_record_field", "records_field", "poll_seconds", "timeout_seconds",
+    **dict.fromkeys(("flavour", "langfuse", "url", "params", "headers", "headers_env", "headers_file",
+                     "cursor_param", "cursor_start", "cursor_field", "cursor_record_field", "records_field",
+                     "poll_seconds", "timeout_seconds",
                      "backoff_initial_seconds", "backoff_max_seconds", "max_reply_bytes", "verify_tls",
                      "ca_bundle"), _PULL),
 }
+
+
+#: keys of the generic http_pull reply format that the Langfuse flavour fixes itself
+_LANGFUSE_FIXED = ("cursor_param", "cursor_start", "cursor_field", "cursor_record_field", "records_field",
+                   "token_env", "token_file")
+
+
+class LangfuseConfig(Strict):
+    """``http_pull`` with ``flavour: langfuse``: Langfuse scores (``GET /api/public/v3/scores``) as late labels."""
+
+    scores: list[str] = Field(min_length=1, description="score names to read (Langfuse's name filter)")
+    join_on: Literal["trace", "observation"] = Field(
+        "trace", description="the output id a score is joined to: its trace id or its observation id")
+    public_key_env: EnvVarName | None = Field(None, description="environment variable holding the public key")
+    public_key_file: str | None = Field(None, description="file holding the public key")
+    secret_key_env: EnvVarName | None = Field(None, description="environment variable holding the secret key")
+    secret_key_file: str | None = Field(None, description="file holding the secret key (e.g. a mounted Secret)")
+    environments: list[str] = Field(default_factory=list, description="only scores of these environments")
+    score_sources: list[Literal["API", "EVAL", "ANNOTATION"]] = Field(
+        default_factory=list, description="only scores from these Langfuse sources (default: all)")
+    page_size: int = Field(100, ge=1, le=100, description="scores per page (Langfuse allows at most 100)")
+    lookback_seconds: float = Field(
+        900.0, ge=0, le=7 * 86400,
+        description="each sweep re-reads this far behind the newest score seen, for scores that reach the "
+        "API late (Langfuse documents about 10 minutes); scores already read are skipped by id")
+    initial_lookback_seconds: float | None = Field(
+        86400.0, ge=0, description="how far back the very first sweep reads; null: all history")
+    score_ids_remembered: int = Field(100_000, ge=1000, le=10_000_000,
+                                      description="score ids kept in memory to skip the re-read ones")
+
+    @model_validator(mode="after")
+    def _one_of_each_key(self) -> LangfuseConfig:
+        for which in ("public_key", "secret_key"):
+            env, file = getattr(self, f"{which}_env"), getattr(self, f"{which}_file")
+            if bool(env) == bool(file):
+                raise ValueError(f"set exactly one of {which}_env, {which}_file")
+        return self
 
 
 class SourceConfig(Strict):
@@ -61,7 +99,11 @@ class SourceConfig(Strict):
     max_in_flight: int = Field(default=4, ge=1, le=256, description="pushes read and stored at once (429 above)")
     retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
     # http_pull
-    url: str | None = Field(default=None, description="the URL polled (type http_pull)")
+    flavour: Literal["generic", "langfuse"] = Field(
+        "generic", description="reply format: generic (the keys below) or langfuse (Langfuse scores as labels)")
+    langfuse: LangfuseConfig | None = Field(default=None, description="Langfuse settings (flavour langfuse)")
+    url: str | None = Field(default=None, description="the URL polled (type http_pull; for flavour langfuse "
+                            "the Langfuse base URL, e.g. https://cloud.langfuse.com)")
     params: dict[str, str] = Field(default_factory=dict, description="extra query parameters, e.g. a page size")
     headers: dict[str, str] = Field(default_factory=dict, description="request headers that are not secret")
     headers_env: dict[str, EnvVarName] = Field(default_factory=dict,
@@ -121,6 +163,14 @@ class SourceConfig(Strict):
             raise ValueError("path is required when type is jsonl")
         if self.type == "http_pull" and not self.url:
             raise ValueError("url is required when type is http_pull")
+        if self.flavour == "langfuse":
+            if self.langfuse is None:
+                raise ValueError("langfuse is required when flavour is langfuse")
+            fixed = sorted(set(_LANGFUSE_FIXED) & self.model_fields_set)
+            if fixed:
+                raise ValueError(f"{', '.join(fixed)}: not used with flavour langfuse (it follows Langfuse's API)")
+        elif self.langfuse is not None:
+            raise ValueError("langfuse is only used with flavour langfuse")
         if self.token_env and self.token_file:
             raise ValueError("set at most one of token_env, token_file")
         if self.backoff_initial_seconds > self.backoff_max_seconds:

@@ -120,11 +120,15 @@ class HttpPullSource(Source):
             log.info("pull source reachable", extra={"fields": {"url": self._where}})
         self.failures = 0
         self._up = True
-        more = bool(page.items) and page.cursor is not None and page.cursor != sent
+        offset, more = self._advance(sent, page)
         if not more:
             self.not_before = now + self.settings.poll_seconds
-        offset = {"cursor": page.cursor} if page.cursor is not None and page.cursor != sent else None
         return Batch(items=page.items, offset=offset, too_large=page.too_large)
+
+    def _advance(self, sent: Any, page: Page) -> tuple[dict[str, Any] | None, bool]:
+        """The offset after ``page`` (None: unchanged) and whether the next page follows at once."""
+        moved = page.cursor is not None and page.cursor != sent
+        return ({"cursor": page.cursor} if moved else None), bool(page.items) and moved
 
     def commit(self, offset: dict[str, Any] | None) -> None:
         if offset is not None:
@@ -143,11 +147,16 @@ class HttpPullSource(Source):
         log.warning("pull failed", extra={"fields": {"url": self._where, "reason": err.reason, "error": str(err),
                                                      "failures": self.failures, "retry_in_seconds": round(delay, 3)}})
 
+    def _query(self, cursor: Any) -> dict[str, str]:
+        """The query parameters of the request for the page at ``cursor``."""
+        params = dict(self.settings.params)
+        if cursor is not None:
+            params[self.settings.cursor_param] = _cursor_text(cursor)
+        return params
+
     def _fetch(self, cursor: Any) -> Page:
         s = self.settings
-        params = dict(s.params)
-        if cursor is not None:
-            params[s.cursor_param] = _cursor_text(cursor)
+        params = self._query(cursor)
         verify: bool | str = s.ca_bundle if (s.verify_tls and s.ca_bundle) else s.verify_tls
         deadline = time.monotonic() + s.timeout_seconds
         try:
