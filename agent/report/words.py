@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from agent.explain import REASONS
 from agent.report.data import PairData, Values
 
 Z95 = 1.959963984540054
 
-#: A detector's reason codes in words.
-REASONS = {
-    "proxy_inflated": "the proxy rose beyond what the audit followed: most of the gap is the proxy promising more",
-    "audit_dropped": "the audit fell short while the proxy stayed about where it was",
-    "relation_lost": "within recent traffic the audit no longer moves with the proxy",
-    "warming up": "still building its reference",
-}
 
 
 def when(ts: float | None) -> str:
