@@ -17,8 +17,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY agent ./agent
-# The models and schemas extras: learned proxies (skops) and JSON Schema checks work in the image.
-RUN pip wheel --wheel-dir /wheels '.[models,schemas]'
+# The models, schemas and report extras: learned proxies (skops), JSON Schema checks and the report
+# (matplotlib, served at /report) work in the image.
+RUN pip wheel --wheel-dir /wheels '.[models,schemas,report]'
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -42,7 +43,7 @@ ENV PYTHONUNBUFFERED=1 \
 # The wheels are bind-mounted from stage 1 for this one step: they never become a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/goodhart-agent \
- && /opt/goodhart-agent/bin/pip install --no-index --find-links=/wheels 'goodhart-agent[models,schemas]' \
+ && /opt/goodhart-agent/bin/pip install --no-index --find-links=/wheels 'goodhart-agent[models,schemas,report]' \
  && groupadd --system --gid 10001 goodhart \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /var/lib/goodhart-agent --shell /usr/sbin/nologin goodhart \

@@ -9,17 +9,8 @@ from typing import Any
 from agent import __version__
 from agent.report import figures
 from agent.report.data import PairData
+from agent.report.style import STYLE, badge
 from agent.report.words import explanation, reason_words, when
-
-STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
-h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;font-size:0.9em;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f4f4f4}.alarm{background:#d62728;color:#fff}.warn{background:#f0ad4e}.ok{background:#5cb85c;color:#fff}
-.badge{padding:1px 8px;border-radius:8px;font-weight:600}.why{font-size:1.05em;line-height:1.5}
-img{max-width:100%;display:block;margin:8px 0}.muted{color:#777}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-"""
 
 FIGURES: tuple[tuple[str, Callable[[PairData], str | None]], ...] = (
     ("proxy vs audit: reference period and recent window", figures.scatter),
@@ -27,10 +18,6 @@ FIGURES: tuple[tuple[str, Callable[[PairData], str | None]], ...] = (
     ("detection statistic against its threshold", figures.statistic),
     ("state history", figures.states),
 )
-
-
-def badge(state: str) -> str:
-    return f'<span class="badge {html.escape(state)}">{html.escape(state)}</span>'
 
 
 def _num(value: Any) -> str:

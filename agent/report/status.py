@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from agent.core import PairKey
 from agent.report.data import STATE_ORDER
-from agent.report.page import STYLE, badge
+from agent.report.style import STYLE, badge
 from agent.report.words import reason_words, when
 from agent.store import VerdictRow
 from agent.view import PipelineView
