@@ -152,7 +152,7 @@ class DetectorBank:
                 events.append(event)
                 self._dirty.add(key)
         self._refresh(now, verdicts)
-        ranks = rank_by_shift((k, verdicts[k].reason, verdicts[k].estimates.proxy_shift)
+        ranks = rank_by_shift((k, verdicts[k].reason, verdicts[k].eager.proxy_shift)
                               for k, state in self.snapshot.states.items() if state == "alarm" and k in verdicts)
         for event in events:
             rank = ranks.get((event["proxy"], event["audit"], event["segment"]))

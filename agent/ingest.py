@@ -14,7 +14,7 @@ from agent.core import ALL, OTHER_SEGMENT, lookup
 from agent.counters import Tally
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import IngestResult
-from agent.store import OutputRow, Store
+from agent.store import KnownIds, OutputRow, Store
 from agent.windows import RollingMeans
 
 #: called for each new output inside the ingest transaction (the audit sampler queues judge work)
@@ -73,25 +73,31 @@ class Ingester:
 
     def store_items(self, source: str, items: Iterable[bytes | dict[str, Any] | Record | Rejection],
                     now: float, tally: Tally, result: IngestResult) -> None:
-        """Parse (unless already parsed) and store each item, counting what happened to it."""
-        for item in items:
+        """Parse (unless already parsed) and store each item, counting what happened to it.
+
+        The whole batch is parsed first, so that what the store already holds for its ids is read
+        with one query per table (:meth:`Store.known_ids`) rather than a few per record."""
+        parsed_items = [item if isinstance(item, Record | Rejection) else self.parse(item) for item in items]
+        records = [p for p in parsed_items if isinstance(p, Record)]
+        known = self.store.known_ids([r.id for r in records if r.is_output], [r.id for r in records if not r.is_output])
+        for parsed in parsed_items:
             tally.count("records_total", source=source)
-            parsed = item if isinstance(item, Record | Rejection) else self.parse(item)
             for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
                 tally.count("metric_failures_total", proxy=proxy, reason=reason)
             if isinstance(parsed, Rejection):
                 reject(tally, result, parsed.reason)
                 continue
             ts = parsed.ts if parsed.ts is not None else now
-            if self._store_record(parsed, ts, now, tally, result):
+            if self._store_record(parsed, ts, now, tally, result, known):
                 result.accepted += 1
                 self.last_record_ts[source] = max(self.last_record_ts.get(source, 0.0), ts)
 
-    def _store_record(self, record: Record, ts: float, now: float, tally: Tally, result: IngestResult) -> bool:
+    def _store_record(self, record: Record, ts: float, now: float, tally: Tally, result: IngestResult,
+                      known: KnownIds) -> bool:
         segment = self.segments.fold(record.segment, ts)
         expires_at = now + self.label_ttl
         if not record.is_output:
-            label = self.store.join_label(record.id, ts, record.audits, 1.0, expires_at)
+            label = self.store.join_label(record.id, ts, record.audits, 1.0, expires_at, known)
             if label.duplicate:  # every value it carries is already joined
                 reject(tally, result, "duplicate")
                 return False
@@ -99,7 +105,7 @@ class Ingester:
                 self._joined(tally, result)
                 self.add_audit_means(label.segment, record.audits, now)
             return True
-        joined = self.store.join_output(record.id, ts, segment, record.proxies, record.audits, expires_at)
+        joined = self.store.join_output(record.id, ts, segment, record.proxies, record.audits, expires_at, known)
         if joined.duplicate:
             reject(tally, result, "duplicate")
             return False

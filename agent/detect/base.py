@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 State = Literal["ok", "warn", "alarm"]
@@ -66,7 +67,6 @@ class Estimates:
                 if getattr(self, f.name) is not None}
 
 
-@dataclass(frozen=True)
 class Verdict:
     """A detector's answer on one detect tick.
 
@@ -75,14 +75,58 @@ class Verdict:
     machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost",
     ...) that events carry; code tests ``warming_up``, never the word. ``estimates`` are the facts
     the pipeline copies into events and exported series.
+
+    A detector may pass ``estimates`` as a function: the costly ones (window statistics) are then
+    computed only when first read (an event, a history row, a scrape), not on every detect tick;
+    the function must capture what it needs, since the detector moves on. ``eager`` are the
+    estimates known without calling it (the deferred fields are ``None`` there).
     """
 
+    __slots__ = ("_estimates", "eager", "reason", "state", "statistic", "threshold", "warming_up")
+
+    def __init__(self, state: State, statistic: float = math.nan, threshold: float = math.nan, reason: str = "",
+                 estimates: Estimates | Callable[[], Estimates] | None = None, warming_up: bool = False,
+                 eager: Estimates | None = None) -> None:
+        given = Estimates() if estimates is None else estimates
+        for name, value in (("state", state), ("statistic", statistic), ("threshold", threshold),
+                            ("reason", reason), ("warming_up", warming_up), ("_estimates", given),
+                            ("eager", eager if eager is not None else given if isinstance(given, Estimates)
+                             else Estimates())):
+            object.__setattr__(self, name, value)
+
     state: State
-    statistic: float = math.nan
-    threshold: float = math.nan
-    reason: str = ""
-    estimates: Estimates = field(default_factory=Estimates)
-    warming_up: bool = False
+    statistic: float
+    threshold: float
+    reason: str
+    warming_up: bool
+    eager: Estimates
+    _estimates: Estimates | Callable[[], Estimates]
+
+    @property
+    def estimates(self) -> Estimates:
+        given = self._estimates
+        if not isinstance(given, Estimates):
+            given = given()
+            object.__setattr__(self, "_estimates", given)
+        return given
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Verdict is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.state, self.statistic, self.threshold, self.reason, self.estimates, self.warming_up)
+
+    def __repr__(self) -> str:
+        return (f"Verdict(state={self.state!r}, statistic={self.statistic!r}, threshold={self.threshold!r}, "
+                f"reason={self.reason!r}, estimates={self.estimates!r}, warming_up={self.warming_up!r})")
 
     @classmethod
     def warming(cls, estimates: Estimates | None = None) -> Verdict:

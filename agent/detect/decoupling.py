@@ -58,8 +58,8 @@ from agent.detect.base import STATES, Detector, Estimates, PairObservation, Refe
 from agent.detect.cusums import BANK, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
+from agent.detect.window import DeferredWindow
 from agent.detect.window import finite as _finite
-from agent.detect.window import window_estimates
 
 
 def _f(x: float | None) -> float | None:
@@ -142,7 +142,7 @@ class DecouplingDetector(Detector):
         self._pos = 0
         self._count = 0
         # Window estimates only change with a new pair; a detect tick often brings none.
-        self._window_cache: tuple[tuple[float, int], ReferenceRelation, Estimates] | None = None
+        self._window_cache: tuple[tuple[float, int], ReferenceRelation, DeferredWindow] | None = None
         self._set_ks()
 
     @staticmethod
@@ -281,8 +281,8 @@ class DecouplingDetector(Detector):
             else:
                 trigger, reason = slp, "relation_lost"
         big, warn = self._h["level"]
-        estimates = replace(
-            self._estimates(ref),
+        window, known = self._estimates(ref)
+        known.update(
             warn_threshold=warn,
             level_statistic=max(mapped[name] for name in self._level_names),
             slope_statistic=mapped["slope"],
@@ -291,17 +291,18 @@ class DecouplingDetector(Detector):
             excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
         )
         return Verdict(STATES[state_code], statistic=max(mapped.values()), threshold=big, reason=reason,
-                       estimates=estimates)
+                       estimates=lambda: replace(window.value(), **known),
+                       eager=Estimates(samples=self._count, **known))
 
-    def _estimates(self, ref: ReferenceRelation) -> Estimates:
-        """Window estimates (cached until the window takes a pair) and the reference's facts."""
+    def _estimates(self, ref: ReferenceRelation) -> tuple[DeferredWindow, dict[str, Any]]:
+        """Window estimates (deferred, and shared until the window takes a pair) and the other facts."""
         cached = self._window_cache
         version = (self._counters["audited"], self._pos)  # moves with every pair the window takes
         if cached is None or cached[0] != version or cached[1] is not ref:
-            cached = self._window_cache = (version, ref, window_estimates(ref, *self._window()[1:]))
+            cached = self._window_cache = (version, ref, DeferredWindow(ref, self._buf, self._pos, self._count))
         shift = math.nan if self._proxy_ewma is None else (self._proxy_ewma - ref.proxy_mean_) / ref.proxy_sd_
-        return replace(cached[2], reference_pairs=ref.n_, rank_corr_reference=_finite(ref.rank_corr_),
-                       late_pairs_ignored=self._late, proxy_shift=_finite(shift))
+        return cached[2], {"reference_pairs": ref.n_, "rank_corr_reference": _finite(ref.rank_corr_),
+                           "late_pairs_ignored": self._late, "proxy_shift": _finite(shift)}
 
     def reference_line(self) -> ReferenceLine | None:
         ref = self._ref

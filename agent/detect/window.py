@@ -36,3 +36,23 @@ def window_estimates(ref: ReferenceRelation, p: np.ndarray, a: np.ndarray, w: np
     return Estimates(samples=n, gap=gap, gap_lower=gap - half, gap_upper=gap + half,
                      rank_corr_window=finite(spearman(p, a)),
                      beyond_range_fraction=float(np.mean(p > ref.proxy_max_)))
+
+
+class DeferredWindow:
+    """The window estimates of one moment, computed on first read (an event, a history row, a
+    scrape) rather than on every detect tick: most verdicts are never read past their state and
+    statistic. Holds a copy of the window ring buffer, since the detector goes on filling it."""
+
+    __slots__ = ("_buf", "_count", "_pos", "_ref", "_value")
+
+    def __init__(self, ref: ReferenceRelation, buf: np.ndarray, pos: int, count: int) -> None:
+        self._ref, self._buf, self._pos, self._count = ref, buf.copy(), pos, count
+        self._value: Estimates | None = None
+
+    def value(self) -> Estimates:
+        if self._value is None:
+            buf = self._buf[:, : self._count] if self._count < self._buf.shape[1] else np.roll(
+                self._buf, -self._pos, axis=1)
+            self._value = window_estimates(self._ref, buf[1], buf[2], buf[3])
+            self._buf = buf[:0]  # no longer needed
+        return self._value

@@ -18,7 +18,7 @@ from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget,
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
 from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
-from agent.store.join import JoinTables, LabelJoin, OutputJoin
+from agent.store.join import JoinTables, KnownIds, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.references import ImportRow, ReferenceTables
 from agent.store.retention import RetentionTables
@@ -35,5 +35,6 @@ class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables,
 
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "BufferStats", "BufferedBatch",
-           "EvidenceRow", "ImportRow", "LabelJoin", "Line", "OutputJoin", "OutputRow", "PairRow", "QueueItem",
+           "EvidenceRow", "ImportRow", "KnownIds", "LabelJoin", "Line", "OutputJoin", "OutputRow", "PairRow",
+           "QueueItem",
            "Store", "VerdictRow", "load_budget", "save_budget"]

@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from agent.store.database import Database, OutputRow, PairRow
 
 
+@dataclass
+class KnownIds:
+    """What the store held for a batch's ids before it, read with one query per table for the whole
+    batch instead of one per record, and kept current as the batch is stored (it is only valid
+    inside the batch's transaction): ids remembered after retention, ids with an early label, and
+    the outputs the batch's labels name (``None``: no output)."""
+
+    seen: set[str] = field(default_factory=set)
+    early: set[str] = field(default_factory=set)
+    outputs: dict[str, OutputRow | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class OutputJoin:
     """What storing one output did: ``output`` is set when it is new; ``joined`` are the audit values
@@ -39,20 +51,42 @@ class LabelJoin:
 
 
 class JoinTables(Database):
+    def known_ids(self, output_ids: list[str], label_ids: list[str]) -> KnownIds:
+        """One query per table for a batch (see :class:`KnownIds`); call inside its transaction."""
+        known = KnownIds()
+        with self.lock:
+            for start in range(0, len(output_ids), 500):
+                chunk = output_ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                known.seen.update(r[0] for r in self.conn.execute(
+                    f"SELECT id FROM seen_ids WHERE id IN ({marks})", chunk))
+                known.early.update(r[0] for r in self.conn.execute(
+                    f"SELECT id FROM early_labels WHERE id IN ({marks})", chunk))
+            for start in range(0, len(label_ids), 500):
+                chunk = label_ids[start:start + 500]
+                known.outputs.update(dict.fromkeys(chunk))
+                rows = self.conn.execute("SELECT seq, id, ts, segment, proxies FROM outputs"
+                                         f" WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                known.outputs.update((r[1], OutputRow(r[0], r[1], r[2], r[3], json.loads(r[4]))) for r in rows)
+        return known
+
     def join_output(self, rid: str, ts: float, segment: str | None, proxies: dict[str, float],
-                    audits: dict[str, float], expires_at: float) -> OutputJoin:
+                    audits: dict[str, float], expires_at: float, known_ids: KnownIds | None = None) -> OutputJoin:
         """Store an output with any audit values it or an early label carries.
 
         A re-delivered output only counts for audit values not joined before.
         """
         with self.transaction():
-            output = self.insert_output(rid, ts, segment, proxies, expires_at)
+            output = self.insert_output(rid, ts, segment, proxies, expires_at,
+                                        check_seen=known_ids is None or rid in known_ids.seen)
             if output is None:
                 known = self.get_output(rid)
                 if known is None or not audits or not self.insert_pairs(known, audits, 1.0):
                     return OutputJoin(None, duplicate=True)
                 return OutputJoin(None, dict(audits), known.segment)
-            early = self.take_early_label(rid)
+            if known_ids is not None:
+                known_ids.outputs[rid] = output
+            early = self.take_early_label(rid) if known_ids is None or rid in known_ids.early else None
             weight = 1.0
             if early is not None:
                 audits, weight = {**early[0], **audits}, early[1]
@@ -60,12 +94,15 @@ class JoinTables(Database):
             return OutputJoin(output, joined, segment, early_label=early is not None)
 
     def join_label(self, rid: str, ts: float, audits: dict[str, float], weight: float,
-                   expires_at: float) -> LabelJoin:
+                   expires_at: float, known_ids: KnownIds | None = None) -> LabelJoin:
         """Join a (late) label to its output, or keep it until the output arrives."""
         with self.transaction():
-            output = self.get_output(rid)
+            output = self.get_output(rid) if known_ids is None or rid not in known_ids.outputs \
+                else known_ids.outputs[rid]
             if output is None:
                 self.put_early_label(rid, ts, audits, weight, expires_at)
+                if known_ids is not None:
+                    known_ids.early.add(rid)
                 return LabelJoin(waiting=True)
             if not self.insert_pairs(output, audits, weight):
                 return LabelJoin(duplicate=True)
@@ -73,11 +110,12 @@ class JoinTables(Database):
 
     # -- the rows -----------------------------------------------------------------------
     def insert_output(self, rid: str, ts: float, segment: str | None, proxies: dict[str, float],
-                      expires_at: float) -> OutputRow | None:
+                      expires_at: float, check_seen: bool = True) -> OutputRow | None:
         """Store an output; None when its id is already known (a re-delivery), even when its row has
-        already been dropped by retention (see :meth:`expire`)."""
+        already been dropped by retention (see :meth:`expire`); ``check_seen=False`` when the caller
+        knows the id is not among those (:meth:`known_ids`)."""
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM seen_ids WHERE id = ?", (rid,)).fetchone() is not None:
+            if check_seen and conn.execute("SELECT 1 FROM seen_ids WHERE id = ?", (rid,)).fetchone() is not None:
                 return None
             cur = conn.execute(
                 "INSERT OR IGNORE INTO outputs(id, ts, segment, proxies, expires_at) VALUES (?,?,?,?,?)",
