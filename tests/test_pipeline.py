@@ -194,3 +194,18 @@ def test_a_record_the_store_refuses_is_isolated_and_counted_unstorable(tmp_path:
     assert pipeline.counters.value("records_total", source="http_push") == 3
     assert pipeline.counters.value("records_rejected_total", reason="unstorable") == 1
     pipeline.store.close()
+
+
+def test_a_label_and_its_output_in_one_batch_join_in_either_order(tmp_path: Path) -> None:
+    pipeline, clock = make(tmp_path)
+    now = clock.now()
+    output = {"id": "o1", "ts": now, "proxy": {"thumbs_up": 1}}
+    label = {"id": "o1", "ts": now, "audit": {"resolved": 1}}
+    first = pipeline.ingest_items("t", [output, label])  # the label finds the output stored moments before
+    second = pipeline.ingest_items("t", [{**label, "id": "o2"}, {**output, "id": "o2"}])  # early label, then output
+    assert (first.accepted, first.joined, second.accepted, second.joined) == (2, 1, 2, 1)
+    counts = pipeline.view.store_stats()
+    assert counts.pair_counts[("thumbs_up", "resolved", "*")] == 2 and counts.pending_labels == 0
+    again = pipeline.ingest_items("t", [output, {**output, "id": "o3"}, label])  # re-deliveries in a batch
+    assert again.accepted == 1 and again.rejected == {"duplicate": 2}
+    pipeline.store.close()
