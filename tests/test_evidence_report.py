@@ -233,7 +233,8 @@ def test_running_daemon_serves_evidence_status_and_report(tmp_path: Path, agent_
     status = requests.get(agent.url + "/", timeout=10)
     assert status.status_code == 200 and status.headers["Content-Type"].startswith("text/html")
     row = re.search(r"<tr><td>thumbs_up vs resolved \[\*\]</td><td>(.*?)</tr>", status.text)
-    assert row and 'class="badge alarm"' in row.group(1) and "audit fell below what the reference predicts" in row.group(1)
+    assert row and 'class="badge alarm"' in row.group(1)
+    assert "audit fell below what the reference predicts" in row.group(1)
     assert "<svg" in status.text  # the statistic's sparkline, from the verdicts recorded step by step
     for link in ('href="/report"', 'href="/metrics"', 'href="/v1/events"', 'href="/v1/evidence?'):
         assert link in status.text
