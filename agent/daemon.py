@@ -23,10 +23,11 @@ from typing import Any
 from agent import __version__
 from agent.bank import Event, UnknownPair
 from agent.clock import WallClock
-from agent.config import Config, ConfigError, SourceConfig, parse_listen
+from agent.config import Config, ConfigError, LimitsConfig, SourceConfig, parse_listen
 from agent.explain import sentence
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
+from agent.http.wire import ServerLimits
 from agent.pipeline import Pipeline
 from agent.report.routes import add_report_routes
 from agent.scheduler import Jobs, LiveScheduler
@@ -44,6 +45,13 @@ log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
 
 
+def server_limits(limits: LimitsConfig) -> ServerLimits:
+    """What one connection may cost a listener, from ``limits:``."""
+    return ServerLimits(header_timeout=limits.header_timeout_seconds, body_timeout=limits.body_timeout_seconds,
+                        max_header_bytes=limits.max_header_bytes, max_connections=limits.max_connections,
+                        idle_timeout=limits.idle_timeout_seconds)
+
+
 def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None,
                  settings: SourceConfig | None = None, key: str = "source") -> Source:
     """One configured source (``settings``, default ``config.source``); a push source serves on ``server``
@@ -58,9 +66,9 @@ def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServe
         made: Source = JsonlSource(s.path, config.limits.max_record_bytes, store.get_offset(name),
                                    s.start_at, s.rotation_grace_seconds)
     elif s.type == "http_push":
-        made = HttpPushSource.from_config(s, ingest, server, key)
+        made = HttpPushSource.from_config(s, ingest, server, key, server_limits(config.limits))
     elif s.type == "otlp":
-        made = OtlpSource.from_config(s, ingest, server, key)
+        made = OtlpSource.from_config(s, ingest, server, key, server_limits(config.limits))
     elif s.type == "http_pull":
         pull = LangfuseScoresSource if s.flavour == "langfuse" else HttpPullSource
         made = pull.from_config(config, store.get_offset(name), s, key)
@@ -123,9 +131,10 @@ class Agent:
         if server is None:
             host, port = parse_listen(listen or config.listen)
             try:
-                server = HttpServer(host, port)
+                server = HttpServer(host, port, limits=server_limits(config.limits))
             except OSError as err:
                 raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
+        server.limits = server_limits(config.limits)  # also a listener lent by never-down mode
         self.server = server
         self.scheduler = LiveScheduler(Jobs())
 
@@ -146,7 +155,8 @@ class Agent:
         self.sources = self.wired.sources
         self.source = self.wired.source
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
-        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__)
+        own = {s.name: s.server for s in self.sources if isinstance(s, HttpPushSource) and s.server is not server}
+        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__, own)
         if self.pipeline is not None:
             add_report_routes(self.server, config, self.pipeline.view, self.store, self.wired.components, __version__)
             self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)

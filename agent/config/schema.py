@@ -77,6 +77,16 @@ class RetentionConfig(Strict):
 class LimitsConfig(Strict):
     max_record_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024,
                                   description="larger records are rejected as too_large")
+    header_timeout_seconds: float = Field(
+        10, gt=0, le=300, description="a client must send its request line and headers within this; else dropped")
+    body_timeout_seconds: float = Field(
+        30, gt=0, le=3600, description="a client must send its whole body within this; else dropped")
+    idle_timeout_seconds: float = Field(
+        30, gt=0, le=3600, description="a keep-alive connection waiting longer for its next request is closed")
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1 << 20, description="request line plus headers; larger ones are answered 431")
+    max_connections: int = Field(
+        64, ge=2, le=10_000, description="open connections per listener; more are answered 503 and closed at once")
 
 
 class DetectionConfig(Strict):
