@@ -15,6 +15,7 @@ import logging
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,8 @@ from agent.wiring import Assembly, wire, wire_forwarder
 
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
+#: how often the store's write probe runs (one tiny row rewritten); /readyz reports its last result
+STORE_PROBE_SECONDS = 5.0
 
 
 def server_limits(limits: LimitsConfig) -> ServerLimits:
@@ -114,9 +117,14 @@ class Agent:
             raise ConfigError([f"state_dir: cannot lock {state_dir}: {err.strerror}"]) from None
         try:
             self.store = Store(state_dir)
+            corrupt = self.store.quick_check()
         except sqlite3.Error as err:
             self.state_lock.release()
             raise ConfigError([f"state_dir: cannot open the store in {state_dir}: {err}"]) from None
+        if corrupt is not None:
+            self.store.close()
+            self.state_lock.release()
+            raise ConfigError([f"state_dir: the store {self.store.path} is corrupt: {corrupt}"])
         try:  # a failed assembly leaves nothing open: never-down mode tries again in the same process
             self._assemble(config, listen, server, config_attempts)
         except BaseException:
@@ -155,6 +163,8 @@ class Agent:
         self.sources = self.wired.sources
         self.source = self.wired.source
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
+        self._store_problem = self.store.probe_write(time.time())
+        self.scheduler.add("store_probe", STORE_PROBE_SECONDS, self._probe_store)
         own = {s.name: s.server for s in self.sources if isinstance(s, HttpPushSource) and s.server is not server}
         add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__, own)
         if self.pipeline is not None:
@@ -171,9 +181,19 @@ class Agent:
         if not self._stopping.is_set():
             self.wired.ingest_step()
 
+    def _probe_store(self) -> None:
+        problem = self.store.probe_write(time.time())
+        if problem != self._store_problem:
+            log.log(logging.INFO if problem is None else logging.ERROR,
+                    "store writable again" if problem is None else "store refuses writes",
+                    extra={"fields": {"store": self.store.path, "problem": problem}})
+        self._store_problem = problem
+
     def _ready(self) -> tuple[bool, str]:
         if not self.store.is_open:
             return False, "store closed"
+        if self._store_problem is not None:
+            return False, self._store_problem
         if not self.scheduler.running or self._stopping.is_set():
             return False, "scheduler not running"
         return True, ""

@@ -445,7 +445,20 @@ def panels() -> list[dict[str, Any]]:
                            "A"),
                     target(f"sum by (instance) (rate(goodhart_config_attempts_total{{{TARGET}}}"
                            "[$__rate_interval]))", "attempts/s {{instance}}", "B")],
-                   min_=0), 24, 7)
+                   min_=0), 12, 7)
+    add(timeseries("HTTP listeners: errors and dropped connections",
+                   "Error answers per second by status (431 headers too large, 411/400 unframed or badly framed "
+                   "bodies, 503 over limits.max_connections...), connections dropped by reason (timeout: a "
+                   "slow client; disconnect; over_limit), and open connections (docs/hardening.md).",
+                   [target(f"sum by (status) (rate(goodhart_http_errors_total{{{TARGET}}}[$__rate_interval]))",
+                           "{{status}}", "A"),
+                    target(f"sum by (reason) (rate(goodhart_http_connections_dropped_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "dropped {{reason}}", "B"),
+                    target(f"max by (instance) (goodhart_http_connections_open{{{TARGET}}})",
+                           "open {{instance}}", "C")],
+                   unit="cps", min_=0,
+                   overrides=[by_ref("C", [{"id": "unit", "value": "short"},
+                                           {"id": "custom.axisPlacement", "value": "right"}])]), 12, 7)
 
     add(row("Fleet forwarding"), 24, 1)
     add(timeseries("Forwarded and dropped records",
