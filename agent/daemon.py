@@ -26,6 +26,7 @@ from agent.bank import Event, UnknownPair
 from agent.clock import WallClock
 from agent.config import Config, ConfigError, LimitsConfig, SourceConfig, parse_listen
 from agent.explain import sentence
+from agent.http.media import JSON_TYPES, media_type
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
 from agent.http.wire import ServerLimits
@@ -205,6 +206,9 @@ class Agent:
     def _rebaseline(self, request: Request) -> Response:
         if not request.is_loopback and not self.config.api.allow_remote_rebaseline:
             return Response.json({"error": "rebaseline is accepted from localhost only"}, 403)
+        if media_type(request.headers.get("content-type", "")) not in JSON_TYPES:
+            # a form or text/plain POST is what a browser sends cross-site without a preflight
+            return Response.json({"error": "Content-Type must be application/json"}, 415)
         try:
             selector: Any = json.loads(request.body) if request.body.strip() else {}
         except (ValueError, UnicodeDecodeError):

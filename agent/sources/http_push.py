@@ -124,6 +124,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_exposure(server: HttpServer, key: str, allowed: bool) -> None:
+    """Pushes without a token on a listener reachable beyond localhost change state for anyone who can
+    reach it: refused at start unless ``allow_unauthenticated`` says so, and then warned about."""
+    host = str(server.httpd.server_address[0])
+    if _is_loopback(host):
+        return
+    if not allowed:
+        raise ConfigError([f"{key}.listen: 'shared' serves pushes on {host}, beyond localhost, without a token: "
+                           f"set {key}.token_env or {key}.token_file, or {key}.allow_unauthenticated: true"])
+    log.warning("push endpoint accepts unauthenticated records beyond localhost (allow_unauthenticated)",
+                extra={"fields": {"listen": host, "key": key}})
+
+
 def as_items(values: list[Any]) -> list[bytes | dict[str, Any]]:
     """Decoded array items for the pipeline: objects as they are, anything else re-encoded so the
     parser rejects it as ``not_object`` (the pipeline parses non-dicts as raw lines)."""
@@ -175,9 +188,13 @@ class HttpPushSource(Source):
         shared = listen == PUSH_SHARED_LISTENER
         if shared and agent_server is None:
             raise ConfigError([f"{key}.listen: 'shared' needs the agent's listener"])
+        token = bearer_token(s.token_env, s.token_file)
+        if shared and token is None:
+            assert agent_server is not None
+            _check_exposure(agent_server, key, s.allow_unauthenticated)
         made = cls(ingest, listen=listen, server=agent_server if shared else None,
                    max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
-                   retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file),
+                   retry_after_seconds=s.retry_after_seconds, token=token,
                    limits=limits)
         made.name = s.source_name
         return made
