@@ -101,7 +101,7 @@ class SourceConfig(Strict):
         description="span id → record id pairs kept in memory, so a later evaluation log that names only its "
         "span joins the output of a span with a gen_ai.response.id (otlp)")
     max_in_flight: int = Field(default=4, ge=1, le=256,
-                               description="pushes decoded and stored at once, once their bodies have arrived (429 above)")
+                               description="pushes decoded and stored at once, bodies arrived (429 above)")
     retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
     # http_pull
     flavour: Literal["generic", "langfuse"] = Field(
