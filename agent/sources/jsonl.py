@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,7 @@ class JsonlSource(Source):
                  monotonic: Callable[[], float] = time.monotonic, name: str = "jsonl") -> None:
         super().__init__()
         self.name = name
-        self.errors = {"unreadable": 0, "missing": 0}  # every reason exported from the start, at zero
+        self.errors = {"unreadable": 0, "missing": 0, "not_regular_file": 0}  # every reason exported, at zero
         self._missing = False  # the path does not exist (said once, counted once per disappearance)
         self._unreadable = False  # the path cannot be opened (counted per attempt, said once)
         self.path = Path(path)
@@ -91,7 +92,15 @@ class JsonlSource(Source):
 
     def _open_current(self) -> bool:
         try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+            handle = open_regular(self.path)
+        except NotRegularFile as err:
+            self._up = False
+            self.count_error("not_regular_file")
+            if not self._unreadable:
+                self._unreadable = True
+                log.error("source path is not a regular file (a FIFO, socket or device): not read",
+                          extra={"fields": {"path": str(self.path), "kind": str(err)}})
+            return False
         except FileNotFoundError:
             self._up = False
             if not self._missing:  # a misspelled path must not look like a quiet stream
@@ -197,7 +206,7 @@ class JsonlSource(Source):
         """The batch that ends the old file: its unterminated tail, if any, and the new file's start."""
         assert self._handle is not None
         try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - adopted in commit(), closed in close()
+            handle = open_regular(self.path)
         except FileNotFoundError:
             return Batch()  # renamed away again: the next read looks anew
         except OSError:
@@ -301,3 +310,21 @@ class JsonlSource(Source):
     @property
     def up(self) -> bool:
         return self._up and self.path.exists()
+
+
+class NotRegularFile(OSError):
+    """The source path is a FIFO, socket or device: reading it would block ingest and shutdown."""
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading without blocking on a FIFO (O_NONBLOCK), refused unless regular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile("fifo" if stat.S_ISFIFO(mode) else "socket or device")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
