@@ -13,8 +13,10 @@
   when it is a whole JSON object without its newline. The switch itself takes effect only when the
   pipeline commits that batch, so a failed store write never loses the tail;
 - truncation (``copytruncate``, or the file rewritten in place) is noticed by the size dropping
-  below the offset or the first bytes changing, and reading restarts at 0;
-- the position (inode, offset, a fingerprint of the first bytes) is the offset the pipeline
+  below the offset, the first bytes changing or the bytes before the offset changing, and reading
+  restarts at 0;
+- the position (inode, offset, fingerprints of the first bytes and of those before the offset) is
+  the offset the pipeline
   stores with each batch, so a restart neither re-reads nor skips.
 """
 
@@ -36,6 +38,16 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
 FINGERPRINT_BYTES = 128
 DEFAULT_ROTATION_GRACE_SECONDS = 2.0
+
+
+def _tail_fingerprint(handle: IO[bytes], offset: int) -> str:
+    """Hash of the bytes just before ``offset``: a file rewritten in place with the same first bytes
+    still differs there (empty at offset 0, where there is nothing to compare)."""
+    if offset <= 0:
+        return ""
+    size = min(offset, FINGERPRINT_BYTES)
+    handle.seek(offset - size)
+    return hashlib.sha1(handle.read(size)).hexdigest()
 
 
 def _fingerprint(handle: IO[bytes], upto: int) -> str:
@@ -68,6 +80,7 @@ class JsonlSource(Source):
         self._offset = 0
         self._fp = ""
         self._fp_len = 0
+        self._tail_fp = ""  # of the bytes before the committed offset
         self._skipping = False  # inside an over-long line, dropping bytes up to its newline
         self._up = False
         self._restore(offset, start_at)
@@ -79,6 +92,7 @@ class JsonlSource(Source):
             self._offset = int(saved.get("offset", 0))
             self._fp = saved.get("fingerprint", "")
             self._fp_len = int(saved.get("fingerprint_len", 0))
+            self._tail_fp = saved.get("tail_fingerprint", "")  # absent in offsets saved before it existed
             self._skipping = bool(saved.get("skipping", False))
             self._reopen_by_inode()
         elif start_at == "end" and self.path.exists():
@@ -86,9 +100,21 @@ class JsonlSource(Source):
             if self._handle is not None:
                 self._offset = os.fstat(self._handle.fileno()).st_size
 
-    def _position(self, offset: int, skipping: bool) -> dict[str, Any]:
+    def _position(self, offset: int, skipping: bool, tail: str = "") -> dict[str, Any]:
         return {"path": str(self.path), "inode": self._inode, "offset": offset, "fingerprint": self._fp,
-                "fingerprint_len": self._fp_len, "skipping": skipping}
+                "fingerprint_len": self._fp_len, "tail_fingerprint": tail, "skipping": skipping}
+
+    def _rewritten(self, handle: IO[bytes], size: int) -> bool:
+        """Whether the file is no longer the one the offset was taken in: shorter than the offset,
+        other first bytes, or other bytes just before the offset."""
+        if size < self._offset:
+            return True
+        if self._fp and self._fp_len <= size and _fingerprint(handle, self._fp_len) != self._fp:
+            return True
+        return bool(self._tail_fp) and _tail_fingerprint(handle, self._offset) != self._tail_fp
+
+    def _restart(self) -> None:
+        self._offset, self._fp, self._fp_len, self._tail_fp, self._skipping = 0, "", 0, "", False
 
     def _open_current(self) -> bool:
         try:
@@ -129,7 +155,7 @@ class JsonlSource(Source):
         self._handle = handle
         self._inode = inode
         self._offset = 0
-        self._fp, self._fp_len = "", 0
+        self._fp, self._fp_len, self._tail_fp = "", 0, ""
         self._skipping = False
         self._rotated = None
         self._up = True
@@ -149,8 +175,8 @@ class JsonlSource(Source):
                     continue
                 self._handle = handle
                 self._up = True
-                if self._fp and _fingerprint(handle, self._fp_len) != self._fp:
-                    self._offset, self._fp, self._fp_len, self._skipping = 0, "", 0, False
+                if self._rewritten(handle, os.fstat(handle.fileno()).st_size):
+                    self._restart()
                 return
         self._open_current()  # the old file is gone: start the current one from the top
 
@@ -177,9 +203,8 @@ class JsonlSource(Source):
             return Batch()
         assert self._handle is not None
         size = os.fstat(self._handle.fileno()).st_size
-        if size < self._offset or (self._fp and self._fp_len <= size
-                                   and _fingerprint(self._handle, self._fp_len) != self._fp):
-            self._offset, self._fp, self._fp_len, self._skipping = 0, "", 0, False  # truncated or rewritten
+        if self._rewritten(self._handle, size):
+            self._restart()  # truncated or rewritten: read it from the top
         batch = self._read_lines(max_items)
         if batch.items or batch.too_large or batch.offset:
             return batch
@@ -266,7 +291,7 @@ class JsonlSource(Source):
             if self._fp_len < FINGERPRINT_BYTES:
                 self._fp_len = min(base, FINGERPRINT_BYTES)
                 self._fp = _fingerprint(handle, self._fp_len)
-            batch.offset = self._position(base, skipping)
+            batch.offset = self._position(base, skipping, _tail_fingerprint(handle, base))
         return batch
 
     def read_tail(self) -> Batch:
@@ -282,7 +307,7 @@ class JsonlSource(Source):
             return Batch()
         self._handle.seek(self._offset)
         tail = self._handle.read(min(size - self._offset, self.max_line_bytes + 1))
-        batch = Batch(offset=self._position(size, False))
+        batch = Batch(offset=self._position(size, False, _tail_fingerprint(self._handle, size)))
         if len(tail) > self.max_line_bytes:
             batch.too_large += 1
         elif tail.strip():
@@ -301,6 +326,7 @@ class JsonlSource(Source):
             self._adopt(*self._next)  # the old file's last batch is stored: move on to the new one
             self._next = None
         self._offset = int(offset["offset"])
+        self._tail_fp = offset.get("tail_fingerprint", "")
         self._skipping = bool(offset["skipping"])
 
     def close(self) -> None:
