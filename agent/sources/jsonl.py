@@ -16,8 +16,7 @@
   below the offset, the first bytes changing or the bytes before the offset changing, and reading
   restarts at 0;
 - the position (inode, offset, fingerprints of the first bytes and of those before the offset) is
-  the offset the pipeline
-  stores with each batch, so a restart neither re-reads nor skips.
+  the offset the pipeline stores with each batch, so a restart neither re-reads nor skips.
 """
 
 from __future__ import annotations
