@@ -35,7 +35,6 @@ from agent.http.wire import CONTENT_LENGTH, HeaderReader, HeaderTooLarge, Server
 log = logging.getLogger(__name__)
 
 MAX_BODY_DEFAULT = 1 << 20
-DISCARD_CHUNK = 1 << 16
 #: reasons a connection is dropped without a handler's answer (``goodhart_http_connections_dropped_total``)
 DROP_REASONS = ("timeout", "disconnect", "over_limit")
 BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
