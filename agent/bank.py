@@ -19,6 +19,7 @@ from typing import Any
 from agent.alarms import AlarmBook
 from agent.core import ALL, PairKey
 from agent.detect.base import Detector, PairObservation, ReferenceInfo, ReferenceLine, Verdict
+from agent.detect.plausible import Plausibility
 from agent.explain import rank_by_shift
 from agent.store import Store
 
@@ -62,8 +63,13 @@ class DetectorBank:
     """Detectors by pair; the caller serialises calls (the pipeline's lock)."""
 
     def __init__(self, store: Store, make_detector: Callable[[], Detector], settings: dict[str, Any],
-                 directions: dict[str, float], audits: list[str], history_seconds: float = 60.0) -> None:
+                 directions: dict[str, float], audits: list[str], history_seconds: float = 60.0,
+                 plausible_multiple: float = 0.0) -> None:
+        """``plausible_multiple``: values beyond that many robust spreads of a metric's recent values
+        are kept out of the detectors and counted (agent/detect/plausible.py); 0 turns that off."""
         self.store = store
+        self.plausibility = Plausibility(plausible_multiple) if plausible_multiple > 0 else None
+        self.implausible: dict[tuple[str, str], int] = {}  # (kind, metric) -> values left out, not yet counted
         self.make_detector = make_detector
         self.settings = settings
         self.directions = directions
@@ -122,6 +128,9 @@ class DetectorBank:
             outputs = rows[-1].seq
         while audited := self.store.pairs_since(pairs):
             for pair_row in audited:
+                if not (self._plausible("proxy", pair_row.proxy, pair_row.proxy_value, counted=False)
+                        and self._plausible("audit", pair_row.audit, pair_row.audit_value)):
+                    continue
                 obs = PairObservation(pair_row.ts, pair_row.proxy_value * self.directions.get(pair_row.proxy, 1.0),
                                       pair_row.audit_value, pair_row.weight)
                 self.detector((pair_row.proxy, pair_row.audit, ALL)).observe_pair(obs)
@@ -130,8 +139,24 @@ class DetectorBank:
             pairs = audited[-1].seq
         self.cursors = {"detect.outputs": outputs, "detect.pairs": pairs}
 
+    def _plausible(self, kind: str, metric: str, value: float, counted: bool = True) -> bool:
+        """Whether ``value`` may reach the detectors; a proxy value is judged (and counted) once, with
+        its output, and only checked again with its audit."""
+        if self.plausibility is None or self.plausibility.check(f"{kind}:{metric}", value, keep=counted):
+            return True
+        if counted:
+            self.implausible[(kind, metric)] = self.implausible.get((kind, metric), 0) + 1
+        return False
+
+    def take_implausible(self) -> dict[tuple[str, str], int]:
+        """Values left out since the last call, by (kind, metric), for the persistent counters."""
+        taken, self.implausible = self.implausible, {}
+        return taken
+
     def _feed_output(self, ts: float, segment: str | None, proxies: dict[str, float]) -> None:
         for proxy, value in proxies.items():
+            if not self._plausible("proxy", proxy, value):
+                continue
             oriented = value * self.directions.get(proxy, 1.0)
             for audit in self.audits:
                 self.detector((proxy, audit, ALL)).observe_proxy(ts, oriented)

@@ -15,6 +15,7 @@ import logging
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Any
 from agent import __version__
 from agent.bank import Event, UnknownPair
 from agent.clock import WallClock
-from agent.config import Config, ConfigError, SourceConfig, parse_listen
+from agent.config import Config, ConfigError, LimitsConfig, SourceConfig, parse_listen
 from agent.explain import sentence
+from agent.http.media import JSON_TYPES, media_type
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
+from agent.http.wire import ServerLimits
 from agent.pipeline import Pipeline
 from agent.report.routes import add_report_routes
 from agent.scheduler import Jobs, LiveScheduler
@@ -42,6 +45,15 @@ from agent.wiring import Assembly, wire, wire_forwarder
 
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("agent.events")
+#: how often the store's write probe runs (one tiny row rewritten); /readyz reports its last result
+STORE_PROBE_SECONDS = 5.0
+
+
+def server_limits(limits: LimitsConfig) -> ServerLimits:
+    """What one connection may cost a listener, from ``limits:``."""
+    return ServerLimits(header_timeout=limits.header_timeout_seconds, body_timeout=limits.body_timeout_seconds,
+                        max_header_bytes=limits.max_header_bytes, max_connections=limits.max_connections,
+                        idle_timeout=limits.idle_timeout_seconds)
 
 
 def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServer | None = None,
@@ -58,9 +70,9 @@ def build_source(config: Config, store: Store, ingest: Ingest, server: HttpServe
         made: Source = JsonlSource(s.path, config.limits.max_record_bytes, store.get_offset(name),
                                    s.start_at, s.rotation_grace_seconds)
     elif s.type == "http_push":
-        made = HttpPushSource.from_config(s, ingest, server, key)
+        made = HttpPushSource.from_config(s, ingest, server, key, server_limits(config.limits))
     elif s.type == "otlp":
-        made = OtlpSource.from_config(s, ingest, server, key)
+        made = OtlpSource.from_config(s, ingest, server, key, server_limits(config.limits))
     elif s.type == "http_pull":
         pull = LangfuseScoresSource if s.flavour == "langfuse" else HttpPullSource
         made = pull.from_config(config, store.get_offset(name), s, key)
@@ -106,9 +118,14 @@ class Agent:
             raise ConfigError([f"state_dir: cannot lock {state_dir}: {err.strerror}"]) from None
         try:
             self.store = Store(state_dir)
+            corrupt = self.store.quick_check()
         except sqlite3.Error as err:
             self.state_lock.release()
             raise ConfigError([f"state_dir: cannot open the store in {state_dir}: {err}"]) from None
+        if corrupt is not None:
+            self.store.close()
+            self.state_lock.release()
+            raise ConfigError([f"state_dir: the store {self.store.path} is corrupt: {corrupt}"])
         try:  # a failed assembly leaves nothing open: never-down mode tries again in the same process
             self._assemble(config, listen, server, config_attempts)
         except BaseException:
@@ -123,9 +140,10 @@ class Agent:
         if server is None:
             host, port = parse_listen(listen or config.listen)
             try:
-                server = HttpServer(host, port)
+                server = HttpServer(host, port, limits=server_limits(config.limits))
             except OSError as err:
                 raise ConfigError([f"listen: cannot listen on {host}:{port}: {err.strerror}"]) from None
+        server.limits = server_limits(config.limits)  # also a listener lent by never-down mode
         self.server = server
         self.scheduler = LiveScheduler(Jobs())
 
@@ -146,7 +164,10 @@ class Agent:
         self.sources = self.wired.sources
         self.source = self.wired.source
         self.scheduler.add("ingest", config.schedule.ingest_seconds, self._ingest)
-        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__)
+        self._store_problem = self.store.probe_write(time.time())
+        self.scheduler.add("store_probe", STORE_PROBE_SECONDS, self._probe_store)
+        own = {s.name: s.server for s in self.sources if isinstance(s, HttpPushSource) and s.server is not server}
+        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__, own)
         if self.pipeline is not None:
             add_report_routes(self.server, config, self.pipeline.view, self.store, self.wired.components, __version__)
             self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)
@@ -161,9 +182,19 @@ class Agent:
         if not self._stopping.is_set():
             self.wired.ingest_step()
 
+    def _probe_store(self) -> None:
+        problem = self.store.probe_write(time.time())
+        if problem != self._store_problem:
+            log.log(logging.INFO if problem is None else logging.ERROR,
+                    "store writable again" if problem is None else "store refuses writes",
+                    extra={"fields": {"store": self.store.path, "problem": problem}})
+        self._store_problem = problem
+
     def _ready(self) -> tuple[bool, str]:
         if not self.store.is_open:
             return False, "store closed"
+        if self._store_problem is not None:
+            return False, self._store_problem
         if not self.scheduler.running or self._stopping.is_set():
             return False, "scheduler not running"
         return True, ""
@@ -175,6 +206,9 @@ class Agent:
     def _rebaseline(self, request: Request) -> Response:
         if not request.is_loopback and not self.config.api.allow_remote_rebaseline:
             return Response.json({"error": "rebaseline is accepted from localhost only"}, 403)
+        if media_type(request.headers.get("content-type", "")) not in JSON_TYPES:
+            # a form or text/plain POST is what a browser sends cross-site without a preflight
+            return Response.json({"error": "Content-Type must be application/json"}, 415)
         try:
             selector: Any = json.loads(request.body) if request.body.strip() else {}
         except (ValueError, UnicodeDecodeError):

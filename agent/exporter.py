@@ -121,6 +121,14 @@ class RecordsCollector(Collector):
                 rejected.add_metric([reason], 0.0)
         yield total
         yield rejected
+        implausible = CounterMetricFamily(
+            "goodhart_implausible_values", "Proxy and audit values kept out of the detectors as implausible "
+            "(far outside the metric's recent values), by kind and metric.", labels=["kind", "metric"])
+        for (name, labels), value in sorted(p.counters().items()):
+            if name == "implausible_values_total":
+                d = dict(labels)
+                implausible.add_metric([d.get("kind", ""), d.get("metric", "")], value)
+        yield implausible
         joined = CounterMetricFamily("goodhart_labels_joined", "Late labels joined to their outputs.")
         joined.add_metric([], p.counter("labels_joined_total"))
         yield joined

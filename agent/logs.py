@@ -1,15 +1,46 @@
 """Logs as one JSON object per line on stdout (or plain text for a terminal), never secrets.
 
-Call sites pass structured data as ``extra={"fields": {...}}``; the formatter merges it in.
+Call sites pass structured data as ``extra={"fields": {...}}``; the formatter merges it in. Secrets
+never reach a log call on purpose, but they travel inside what does: a pull URL's ``?api_key=``, an
+exception that quotes the request, a provider's error echoing a key prefix. So every formatted line
+is redacted last: URL query strings, ``key=value`` pairs whose key names a secret, bearer tokens and
+``sk-``-style keys become ``<redacted>``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
+
+#: (pattern, replacement), applied in order to each formatted line; none consumes a quote or a
+#: backslash, so a JSON line stays valid JSON
+REDACTIONS = (
+    (re.compile(r"(https?://[^\s?\"'\\]+)\?[^\s\"'\\#]+"), r"\1?<redacted>"),
+    (re.compile(r"\b((?:GET|POST|PUT|PATCH|DELETE|HEAD) /[^\s?\"'\\]*)\?[^\s\"'\\#]+"), r"\1?<redacted>"),
+    (re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret|password|passwd|key)=[^\s&\"'\\,;]+"),
+     r"\1=<redacted>"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 <redacted>"),
+    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_*.-]{6,}"), r"\1-<redacted>"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with query strings and key-looking values replaced.
+
+    >>> redact('GET https://api.example/v1/s?page=2&api_key=abc123 failed: key sk-live-9f8e7d6c5b')
+    'GET https://api.example/v1/s?<redacted> failed: key sk-<redacted>'
+    >>> redact('http://127.0.0.1:80 "GET /v1/records?page=2 HTTP/1.1" 200 5')
+    'http://127.0.0.1:80 "GET /v1/records?<redacted> HTTP/1.1" 200 5'
+    >>> redact("Authorization: Bearer eyJhbGciOi.x token=s3cr3t")
+    'Authorization: Bearer <redacted> token=<redacted>'
+    """
+    for pattern, replacement in REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -37,7 +68,7 @@ class TextFormatter(logging.Formatter):
             base += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         if record.exc_info:
             base += "\n" + self.formatException(record.exc_info)
-        return base
+        return redact(base)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:

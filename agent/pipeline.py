@@ -59,7 +59,8 @@ class Pipeline:
         self.output_hooks = self.ingester.output_hooks
         self.bank = DetectorBank(store, make_detector or detector_factory(config),
                                  detector_settings(config) if make_detector is None else {},
-                                 directions, [a.name for a in config.audits], config.evidence.history_seconds)
+                                 directions, [a.name for a in config.audits], config.evidence.history_seconds,
+                                 config.detection.implausible_spread_multiple)
         self.event_sinks: list[EventSink] = []
         self.view = PipelineView(store, self.counters, self.bank, means, ValidityTracker(
             directions, config.detection.validity_pairs), self.ingester, clock, config.evidence)
@@ -212,7 +213,9 @@ class Pipeline:
             # next to the running daemon finds every fitted reference.
             refitted = self.bank.snapshot.references.keys() != fitted
             every = self.config.schedule.checkpoint_seconds
-            with self.store.transaction():
+            with self.counters.counting() as tally:
+                for (kind, metric), count in self.bank.take_implausible().items():
+                    tally.count("implausible_values_total", count, kind=kind, metric=metric)
                 for event in events:
                     self.store.append_event(now, event)
                 self.store.append_verdicts(self.bank.take_history())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from agent.core import lookup, parse_timestamp
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
+#: 2000-01-01T00:00:00Z: no AI output of interest is older; earlier stamps are unit or field mistakes
+EARLIEST_TS = 946_684_800.0
 #: Where a forwarder writes the computed proxies it computed (``{"_goodhart": {"computed": {name: value}}}``),
 #: so the gateway uses them instead of computing again (docs/fleet.md).
 FORWARDED_KEY = "_goodhart"
@@ -35,7 +38,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "too_large",      # above limits.max_record_bytes
     "no_id",          # id missing or empty
     "bad_id",         # id not a string, longer than 256 characters, or with a lone surrogate
-    "bad_timestamp",  # ts neither epoch seconds nor RFC 3339
+    "bad_timestamp",  # ts neither epoch seconds nor RFC 3339, before 2000 or past limits.max_future_seconds
     "bad_metric",     # a proxy or audit value that is not a finite number (10**400 included)
     "bad_segment",    # segment value not a string or number, too long, or with a lone surrogate
     "no_metrics",     # neither a proxy nor an audit value present
@@ -152,6 +155,7 @@ class RecordParser:
     def __init__(self, config: Config, computers: Mapping[str, Computer] | None = None) -> None:
         self.config = config
         self.max_bytes = config.limits.max_record_bytes
+        self.max_future = config.limits.max_future_seconds
         self._proxies = [(p.name, p.field) for p in config.proxies if p.field is not None]
         self.computers = dict(computers) if computers is not None else build_computers(config)
         self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
@@ -199,6 +203,8 @@ class RecordParser:
                 ts = parse_timestamp(ts_value)
             except (ValueError, OverflowError) as err:
                 return Rejection("bad_timestamp", str(err))
+            if not EARLIEST_TS <= ts <= time.time() + self.max_future:
+                return Rejection("bad_timestamp", "outside the plausible window")
         segment = None
         if self._segment_field is not None:
             seg_value = lookup(obj, self._segment_field)

@@ -411,7 +411,8 @@ def panels() -> list[dict[str, Any]]:
     add(timeseries("Source errors",
                    "Errors reading the source per second, by reason; with an otlp source also the spans and "
                    "log records received but skipped (not GenAI, not an evaluation); with a Langfuse pull "
-                   "source the scores read but skipped (categorical, text, nothing to join on).",
+                   "source the scores read but skipped (categorical, text, nothing to join on); and proxy or "
+                   "audit values kept out of the detectors as implausible (docs/hardening.md).",
                    [target(f"sum by (reason) (rate(goodhart_source_errors_total{{{TARGET}}}[$__rate_interval]))",
                            "{{reason}}", "A"),
                     target(f"sum by (reason) (rate(goodhart_otlp_spans_skipped_total{{{TARGET}}}"
@@ -419,7 +420,9 @@ def panels() -> list[dict[str, Any]]:
                     target(f"sum by (reason) (rate(goodhart_otlp_log_records_skipped_total{{{TARGET}}}"
                            "[$__rate_interval]))", "log records skipped: {{reason}}", "C"),
                     target(f"sum by (reason) (rate(goodhart_langfuse_scores_skipped_total{{{TARGET}}}"
-                           "[$__rate_interval]))", "Langfuse scores skipped: {{reason}}", "D")],
+                           "[$__rate_interval]))", "Langfuse scores skipped: {{reason}}", "D"),
+                    target(f"sum by (kind, metric) (rate(goodhart_implausible_values_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "implausible {{kind}} {{metric}}", "E")],
                    unit="cps", min_=0), 12, 7)
     add(timeseries("Scheduled jobs: last duration",
                    "Duration of the last run of each scheduled job (its name is the task label).",
@@ -445,7 +448,20 @@ def panels() -> list[dict[str, Any]]:
                            "A"),
                     target(f"sum by (instance) (rate(goodhart_config_attempts_total{{{TARGET}}}"
                            "[$__rate_interval]))", "attempts/s {{instance}}", "B")],
-                   min_=0), 24, 7)
+                   min_=0), 12, 7)
+    add(timeseries("HTTP listeners: errors and dropped connections",
+                   "Error answers per second by status (431 headers too large, 411/400 unframed or badly framed "
+                   "bodies, 503 over limits.max_connections...), connections dropped by reason (timeout: a "
+                   "slow client; disconnect; over_limit), and open connections (docs/hardening.md).",
+                   [target(f"sum by (status) (rate(goodhart_http_errors_total{{{TARGET}}}[$__rate_interval]))",
+                           "{{status}}", "A"),
+                    target(f"sum by (reason) (rate(goodhart_http_connections_dropped_total{{{TARGET}}}"
+                           "[$__rate_interval]))", "dropped {{reason}}", "B"),
+                    target(f"max by (instance) (goodhart_http_connections_open{{{TARGET}}})",
+                           "open {{instance}}", "C")],
+                   unit="cps", min_=0,
+                   overrides=[by_ref("C", [{"id": "unit", "value": "short"},
+                                           {"id": "custom.axisPlacement", "value": "right"}])]), 12, 7)
 
     add(row("Fleet forwarding"), 24, 1)
     add(timeseries("Forwarded and dropped records",

@@ -156,7 +156,8 @@ def test_http_surface(tmp_path: Path, agent_factory: Any) -> None:
     assert requests.post(agent.url + "/metrics", timeout=5).status_code == 405
     metrics = requests.get(agent.url + "/metrics", timeout=5)
     assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    bad = requests.post(agent.url + "/v1/rebaseline", data=b"[", timeout=5)
+    bad = requests.post(agent.url + "/v1/rebaseline", data=b"[", headers={"Content-Type": "application/json"},
+                        timeout=5)
     assert bad.status_code == 400
     ok = requests.post(agent.url + "/v1/rebaseline", json={"proxy": "thumbs_up"}, timeout=5)
     assert ok.status_code == 200 and ok.json()["rebaselined"] is True

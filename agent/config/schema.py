@@ -77,6 +77,19 @@ class RetentionConfig(Strict):
 class LimitsConfig(Strict):
     max_record_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024,
                                   description="larger records are rejected as too_large")
+    max_future_seconds: float = Field(
+        86400, gt=0, description="records stamped further ahead of the wall clock are rejected as bad_timestamp "
+        "(as are those before 2000-01-01)")
+    header_timeout_seconds: float = Field(
+        10, gt=0, le=300, description="a client must send its request line and headers within this; else dropped")
+    body_timeout_seconds: float = Field(
+        30, gt=0, le=3600, description="a client must send its whole body within this; else dropped")
+    idle_timeout_seconds: float = Field(
+        30, gt=0, le=3600, description="a keep-alive connection waiting longer for its next request is closed")
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1 << 20, description="request line plus headers; larger ones are answered 431")
+    max_connections: int = Field(
+        64, ge=2, le=10_000, description="open connections per listener; more are answered 503 and closed at once")
 
 
 class DetectionConfig(Strict):
@@ -90,6 +103,9 @@ class DetectionConfig(Strict):
         0.3, gt=0, le=1, description="design drop in pass rate of the level CUSUM for 0/1 (pass/fail) audits")
     warn_ratio: float = Field(0.01, gt=0, lt=1, description="warn fires at this fraction of the alarm's run length")
     window: int = Field(200, ge=20, le=100_000, description="recent audited pairs behind gap and rank correlation")
+    implausible_spread_multiple: float = Field(
+        50, ge=0, description="a proxy or audit value further than this many robust spreads from the metric's "
+        "recent values is counted (goodhart_implausible_values_total) and kept out of the detectors; 0: off")
     window_seconds: PositiveSeconds = Field(3600, description="window of the exported proxy/audit means")
     validity_pairs: int = Field(default=1000, ge=20, le=100_000,
                                 description="newest audited pairs per pair that goodhart_proxy_validity uses")

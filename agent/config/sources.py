@@ -22,7 +22,8 @@ _PUSH, _PULL, _OTLP = ("http_push", "otlp"), ("http_pull",), ("otlp",)
 #: source keys that only mean something for some types; setting one for another type is an error
 SOURCE_KEY_TYPES: dict[str, tuple[str, ...]] = {
     "path": ("jsonl",), "start_at": ("jsonl",), "rotation_grace_seconds": ("jsonl",),
-    "listen": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH, "retry_after_seconds": _PUSH,
+    "listen": _PUSH, "allow_unauthenticated": _PUSH, "max_body_bytes": _PUSH, "max_in_flight": _PUSH,
+    "retry_after_seconds": _PUSH,
     "max_decompressed_bytes": _OTLP, "span_ids_remembered": _OTLP,
     "token_env": (*_PUSH, *_PULL), "token_file": (*_PUSH, *_PULL),
     **dict.fromkeys(("flavour", "langfuse", "url", "params", "headers", "headers_env", "headers_file",
@@ -89,6 +90,9 @@ class SourceConfig(Strict):
     listen: str | None = Field(
         default=None, description="HOST:PORT of the push listener, or 'shared' for the agent's main listener "
         f"(default {DEFAULT_PUSH_LISTEN} for http_push, {DEFAULT_OTLP_LISTEN} for otlp)")
+    allow_unauthenticated: bool = Field(
+        default=False, description="accept pushes without a token on a listener reachable beyond localhost "
+        "('shared' on a non-loopback main listener); without this, that config is refused at start")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=256 << 20, description="largest push body (413 above)")
     max_decompressed_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30,
                                         description="largest OTLP body once gunzipped (413 above)")
@@ -96,7 +100,8 @@ class SourceConfig(Strict):
         default=100_000, ge=0, le=10_000_000,
         description="span id → record id pairs kept in memory, so a later evaluation log that names only its "
         "span joins the output of a span with a gen_ai.response.id (otlp)")
-    max_in_flight: int = Field(default=4, ge=1, le=256, description="pushes read and stored at once (429 above)")
+    max_in_flight: int = Field(default=4, ge=1, le=256,
+                               description="pushes decoded and stored at once, bodies arrived (429 above)")
     retry_after_seconds: int = Field(default=1, ge=1, le=3600, description="Retry-After sent with a 429 or 503")
     # http_pull
     flavour: Literal["generic", "langfuse"] = Field(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.metrics_core import Metric
 
-from agent.http.server import HttpServer, Request, Response
+from agent.http.server import DROP_REASONS, HttpServer, Request, Response
 
 INDEX_PAGE = """<!doctype html><html><head><title>goodhart-agent</title></head><body>
 <h1>goodhart-agent {version}</h1>
@@ -17,9 +19,34 @@ INDEX_PAGE = """<!doctype html><html><head><title>goodhart-agent</title></head><
 """
 
 
+class ListenerCollector:
+    """Error answers by status and dropped connections by reason, per listener (``main``, or the
+    name of a push source with its own listener)."""
+
+    def __init__(self, listeners: Mapping[str, HttpServer]) -> None:
+        self.listeners = dict(listeners)
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily("goodhart_http_errors", "HTTP error answers, by listener and status.",
+                                     labels=["listener", "status"])
+        dropped = CounterMetricFamily("goodhart_http_connections_dropped",
+                                      "Connections dropped without an answer from a handler, by reason.",
+                                      labels=["listener", "reason"])
+        open_ = GaugeMetricFamily("goodhart_http_connections_open", "Open connections.", labels=["listener"])
+        for name, server in sorted(self.listeners.items()):
+            for status, count in sorted(dict(server.httpd.errors).items()):
+                errors.add_metric([name, str(status)], float(count))
+            for reason in DROP_REASONS:
+                dropped.add_metric([name, reason], float(server.httpd.dropped[reason]))
+            open_.add_metric([name], float(server.httpd.open_connections))
+        yield from (errors, dropped, open_)
+
+
 def add_standard_routes(server: HttpServer, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]],
-                        version: str) -> None:
-    """Metrics from ``registry``, liveness, readiness from ``ready()`` (ok, reason), and a status page."""
+                        version: str, listeners: Mapping[str, HttpServer] | None = None) -> None:
+    """Metrics from ``registry``, liveness, readiness from ``ready()`` (ok, reason), and a status page.
+    The error counts of ``server`` (as ``main``) and of ``listeners`` join ``registry``."""
+    registry.register(ListenerCollector({"main": server, **(listeners or {})}))  # type: ignore[arg-type]
 
     def metrics(request: Request) -> Response:
         accept = request.headers.get("accept", "")

@@ -8,10 +8,12 @@ scrapes; ``source.listen: shared`` serves it on the agent's main listener instea
 through the ``ingest`` callable it is given (``Pipeline.ingest_items`` in the daemon) before it
 answers 202, so a record the app saw accepted survives a crash right after the reply. Everything
 that can be refused from the headers is refused before the body is held in memory (401 token, 415
-type or encoding, 413 size, 429 busy: the body is skipped in small chunks, or not read at all above the size
-limit), and at most ``source.max_in_flight`` bodies are held and ingested at a time, so a flood
-costs sockets and 429s, not memory. A gzip body (``Content-Encoding: gzip``, what forwarders send)
-is inflated up to ``source.max_body_bytes`` and refused (413) beyond, so it cannot cost more memory
+type or encoding, 413 size: the body is skipped in small chunks, or not read at all above the size
+limit). At most ``source.max_in_flight`` bodies are decoded and ingested at a time, and a slot is
+taken only once a body has arrived whole (within ``limits.body_timeout_seconds``), so slow senders
+never close the endpoint; a flood costs sockets (``limits.max_connections``) and 429s. A gzip body
+(``Content-Encoding: gzip``, what forwarders send) is inflated up to ``source.max_body_bytes`` and
+refused (413) beyond, so it cannot cost more memory
 than an uncompressed one. :meth:`read` returns nothing: pushes never wait for the ingest
 schedule.
 """
@@ -33,6 +35,7 @@ from agent.config import PUSH_SHARED_LISTENER, ConfigError, SourceConfig, parse_
 from agent.http.media import JSON_TYPES, NDJSON_TYPES, media_type
 from agent.http.secrets import bearer_token
 from agent.http.server import Handler, HttpServer, Request, Response
+from agent.http.wire import ServerLimits
 from agent.sources.base import Batch, Ingest, Source
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_exposure(server: HttpServer, key: str, allowed: bool) -> None:
+    """Pushes without a token on a listener reachable beyond localhost change state for anyone who can
+    reach it: refused at start unless ``allow_unauthenticated`` says so, and then warned about."""
+    host = str(server.httpd.server_address[0])
+    if _is_loopback(host):
+        return
+    if not allowed:
+        raise ConfigError([f"{key}.listen: 'shared' serves pushes on {host}, beyond localhost, without a token: "
+                           f"set {key}.token_env or {key}.token_file, or {key}.allow_unauthenticated: true"])
+    log.warning("push endpoint accepts unauthenticated records beyond localhost (allow_unauthenticated)",
+                extra={"fields": {"listen": host, "key": key}})
+
+
 def as_items(values: list[Any]) -> list[bytes | dict[str, Any]]:
     """Decoded array items for the pipeline: objects as they are, anything else re-encoded so the
     parser rejects it as ``not_object`` (the pipeline parses non-dicts as raw lines)."""
@@ -132,8 +148,9 @@ class HttpPushSource(Source):
 
     def __init__(self, ingest: Ingest, *, listen: str = "127.0.0.1:10101", server: HttpServer | None = None,
                  max_body_bytes: int = 1 << 20, max_in_flight: int = 4, retry_after_seconds: int = 1,
-                 token: str | None = None) -> None:
-        """Serve on ``server`` when given (the agent's listener), else on a new listener at ``listen``."""
+                 token: str | None = None, limits: ServerLimits | None = None) -> None:
+        """Serve on ``server`` when given (the agent's listener), else on a new listener at ``listen``
+        held to ``limits``."""
         super().__init__()
         self.errors.update(dict.fromkeys(ERROR_REASONS, 0))
         self.ingest = ingest
@@ -149,7 +166,7 @@ class HttpPushSource(Source):
         if server is None:
             host, port = parse_listen(listen)
             try:
-                server = HttpServer(host, port, max_body=max_body_bytes)
+                server = HttpServer(host, port, max_body=max_body_bytes, limits=limits)
             except OSError as err:
                 raise ConfigError([f"source.listen: cannot listen on {listen}: {err.strerror}"]) from None
             if token is None and not _is_loopback(host):
@@ -157,7 +174,7 @@ class HttpPushSource(Source):
                             extra={"fields": {"listen": listen}})
         self.server = server
         for path, handler in self.routes().items():
-            server.route("POST", path, handler, max_body=max_body_bytes, admit=self.admit)
+            server.route("POST", path, self.slotted(handler), max_body=max_body_bytes, admit=self.admit)
 
     def routes(self) -> dict[str, Handler]:
         """The POST paths this source serves and their handlers."""
@@ -165,15 +182,20 @@ class HttpPushSource(Source):
 
     @classmethod
     def from_config(cls, s: SourceConfig, ingest: Ingest, agent_server: HttpServer | None,
-                    key: str = "source") -> Self:
+                    key: str = "source", limits: ServerLimits | None = None) -> Self:
         """Built from its config section (``key`` is its path in the config, for errors)."""
         listen = s.listen_address
         shared = listen == PUSH_SHARED_LISTENER
         if shared and agent_server is None:
             raise ConfigError([f"{key}.listen: 'shared' needs the agent's listener"])
+        token = bearer_token(s.token_env, s.token_file)
+        if shared and token is None:
+            assert agent_server is not None
+            _check_exposure(agent_server, key, s.allow_unauthenticated)
         made = cls(ingest, listen=listen, server=agent_server if shared else None,
                    max_body_bytes=s.max_body_bytes, max_in_flight=s.max_in_flight,
-                   retry_after_seconds=s.retry_after_seconds, token=bearer_token(s.token_env, s.token_file))
+                   retry_after_seconds=s.retry_after_seconds, token=token,
+                   limits=limits)
         made.name = s.source_name
         return made
 
@@ -211,7 +233,7 @@ class HttpPushSource(Source):
 
     @contextmanager
     def admit(self, request: Request) -> Iterator[Response | None]:
-        """Checks that need only the headers, before the body is kept in memory; holds an in-flight slot."""
+        """Checks that need only the headers, before the body is kept in memory."""
         if self._token is not None and not self._authorized(request.headers.get("authorization", "")):
             yield self._refuse("unauthorized", 401, "missing or wrong bearer token",
                                {"WWW-Authenticate": 'Bearer realm="goodhart-agent"'})
@@ -227,18 +249,26 @@ class HttpPushSource(Source):
         if length.isdigit() and int(length) > self.max_body_bytes:
             yield self._refuse("too_large", 413, f"body above {self.max_body_bytes} bytes", request=request)
             return
-        if not self._slots.acquire(blocking=False):
-            yield self._refuse("busy", 429, "too many pushes in flight, retry later",
-                               {"Retry-After": str(self.retry_after_seconds)}, request)
-            return
-        with self._count_lock:
-            self._in_flight += 1
-        try:
-            yield None
-        finally:
+        yield None
+
+    def slotted(self, handler: Handler) -> Handler:
+        """``handler`` run once the body has arrived whole, inside an in-flight slot (429 when none is
+        free): clients still sending their bodies, slowly or not, hold no slot."""
+
+        def run(request: Request) -> Response:
+            if not self._slots.acquire(blocking=False):
+                return self._refuse("busy", 429, "too many pushes in flight, retry later",
+                                    {"Retry-After": str(self.retry_after_seconds)}, request)
             with self._count_lock:
-                self._in_flight -= 1
-            self._slots.release()
+                self._in_flight += 1
+            try:
+                return handler(request)
+            finally:
+                with self._count_lock:
+                    self._in_flight -= 1
+                self._slots.release()
+
+        return run
 
     def handle(self, request: Request) -> Response:
         """Decode, store in one transaction, then answer: the 202 means the records are on disk."""

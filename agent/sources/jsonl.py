@@ -13,9 +13,10 @@
   when it is a whole JSON object without its newline. The switch itself takes effect only when the
   pipeline commits that batch, so a failed store write never loses the tail;
 - truncation (``copytruncate``, or the file rewritten in place) is noticed by the size dropping
-  below the offset or the first bytes changing, and reading restarts at 0;
-- the position (inode, offset, a fingerprint of the first bytes) is the offset the pipeline
-  stores with each batch, so a restart neither re-reads nor skips.
+  below the offset, the first bytes changing or the bytes before the offset changing, and reading
+  restarts at 0;
+- the position (inode, offset, fingerprints of the first bytes and of those before the offset) is
+  the offset the pipeline stores with each batch, so a restart neither re-reads nor skips.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,16 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
 FINGERPRINT_BYTES = 128
 DEFAULT_ROTATION_GRACE_SECONDS = 2.0
+
+
+def _tail_fingerprint(handle: IO[bytes], offset: int) -> str:
+    """Hash of the bytes just before ``offset``: a file rewritten in place with the same first bytes
+    still differs there (empty at offset 0, where there is nothing to compare)."""
+    if offset <= 0:
+        return ""
+    size = min(offset, FINGERPRINT_BYTES)
+    handle.seek(offset - size)
+    return hashlib.sha1(handle.read(size)).hexdigest()
 
 
 def _fingerprint(handle: IO[bytes], upto: int) -> str:
@@ -51,7 +63,7 @@ class JsonlSource(Source):
                  monotonic: Callable[[], float] = time.monotonic, name: str = "jsonl") -> None:
         super().__init__()
         self.name = name
-        self.errors = {"unreadable": 0, "missing": 0}  # every reason exported from the start, at zero
+        self.errors = {"unreadable": 0, "missing": 0, "not_regular_file": 0}  # every reason exported, at zero
         self._missing = False  # the path does not exist (said once, counted once per disappearance)
         self._unreadable = False  # the path cannot be opened (counted per attempt, said once)
         self.path = Path(path)
@@ -67,6 +79,7 @@ class JsonlSource(Source):
         self._offset = 0
         self._fp = ""
         self._fp_len = 0
+        self._tail_fp = ""  # of the bytes before the committed offset
         self._skipping = False  # inside an over-long line, dropping bytes up to its newline
         self._up = False
         self._restore(offset, start_at)
@@ -78,6 +91,7 @@ class JsonlSource(Source):
             self._offset = int(saved.get("offset", 0))
             self._fp = saved.get("fingerprint", "")
             self._fp_len = int(saved.get("fingerprint_len", 0))
+            self._tail_fp = saved.get("tail_fingerprint", "")  # absent in offsets saved before it existed
             self._skipping = bool(saved.get("skipping", False))
             self._reopen_by_inode()
         elif start_at == "end" and self.path.exists():
@@ -85,13 +99,33 @@ class JsonlSource(Source):
             if self._handle is not None:
                 self._offset = os.fstat(self._handle.fileno()).st_size
 
-    def _position(self, offset: int, skipping: bool) -> dict[str, Any]:
+    def _position(self, offset: int, skipping: bool, tail: str = "") -> dict[str, Any]:
         return {"path": str(self.path), "inode": self._inode, "offset": offset, "fingerprint": self._fp,
-                "fingerprint_len": self._fp_len, "skipping": skipping}
+                "fingerprint_len": self._fp_len, "tail_fingerprint": tail, "skipping": skipping}
+
+    def _rewritten(self, handle: IO[bytes], size: int) -> bool:
+        """Whether the file is no longer the one the offset was taken in: shorter than the offset,
+        other first bytes, or other bytes just before the offset."""
+        if size < self._offset:
+            return True
+        if self._fp and self._fp_len <= size and _fingerprint(handle, self._fp_len) != self._fp:
+            return True
+        return bool(self._tail_fp) and _tail_fingerprint(handle, self._offset) != self._tail_fp
+
+    def _restart(self) -> None:
+        self._offset, self._fp, self._fp_len, self._tail_fp, self._skipping = 0, "", 0, "", False
 
     def _open_current(self) -> bool:
         try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+            handle = open_regular(self.path)
+        except NotRegularFile as err:
+            self._up = False
+            self.count_error("not_regular_file")
+            if not self._unreadable:
+                self._unreadable = True
+                log.error("source path is not a regular file (a FIFO, socket or device): not read",
+                          extra={"fields": {"path": str(self.path), "kind": str(err)}})
+            return False
         except FileNotFoundError:
             self._up = False
             if not self._missing:  # a misspelled path must not look like a quiet stream
@@ -120,7 +154,7 @@ class JsonlSource(Source):
         self._handle = handle
         self._inode = inode
         self._offset = 0
-        self._fp, self._fp_len = "", 0
+        self._fp, self._fp_len, self._tail_fp = "", 0, ""
         self._skipping = False
         self._rotated = None
         self._up = True
@@ -140,8 +174,8 @@ class JsonlSource(Source):
                     continue
                 self._handle = handle
                 self._up = True
-                if self._fp and _fingerprint(handle, self._fp_len) != self._fp:
-                    self._offset, self._fp, self._fp_len, self._skipping = 0, "", 0, False
+                if self._rewritten(handle, os.fstat(handle.fileno()).st_size):
+                    self._restart()
                 return
         self._open_current()  # the old file is gone: start the current one from the top
 
@@ -168,9 +202,8 @@ class JsonlSource(Source):
             return Batch()
         assert self._handle is not None
         size = os.fstat(self._handle.fileno()).st_size
-        if size < self._offset or (self._fp and self._fp_len <= size
-                                   and _fingerprint(self._handle, self._fp_len) != self._fp):
-            self._offset, self._fp, self._fp_len, self._skipping = 0, "", 0, False  # truncated or rewritten
+        if self._rewritten(self._handle, size):
+            self._restart()  # truncated or rewritten: read it from the top
         batch = self._read_lines(max_items)
         if batch.items or batch.too_large or batch.offset:
             return batch
@@ -197,7 +230,7 @@ class JsonlSource(Source):
         """The batch that ends the old file: its unterminated tail, if any, and the new file's start."""
         assert self._handle is not None
         try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - adopted in commit(), closed in close()
+            handle = open_regular(self.path)
         except FileNotFoundError:
             return Batch()  # renamed away again: the next read looks anew
         except OSError:
@@ -257,7 +290,7 @@ class JsonlSource(Source):
             if self._fp_len < FINGERPRINT_BYTES:
                 self._fp_len = min(base, FINGERPRINT_BYTES)
                 self._fp = _fingerprint(handle, self._fp_len)
-            batch.offset = self._position(base, skipping)
+            batch.offset = self._position(base, skipping, _tail_fingerprint(handle, base))
         return batch
 
     def read_tail(self) -> Batch:
@@ -273,7 +306,7 @@ class JsonlSource(Source):
             return Batch()
         self._handle.seek(self._offset)
         tail = self._handle.read(min(size - self._offset, self.max_line_bytes + 1))
-        batch = Batch(offset=self._position(size, False))
+        batch = Batch(offset=self._position(size, False, _tail_fingerprint(self._handle, size)))
         if len(tail) > self.max_line_bytes:
             batch.too_large += 1
         elif tail.strip():
@@ -292,6 +325,7 @@ class JsonlSource(Source):
             self._adopt(*self._next)  # the old file's last batch is stored: move on to the new one
             self._next = None
         self._offset = int(offset["offset"])
+        self._tail_fp = offset.get("tail_fingerprint", "")
         self._skipping = bool(offset["skipping"])
 
     def close(self) -> None:
@@ -301,3 +335,21 @@ class JsonlSource(Source):
     @property
     def up(self) -> bool:
         return self._up and self.path.exists()
+
+
+class NotRegularFile(OSError):
+    """The source path is a FIFO, socket or device: reading it would block ingest and shutdown."""
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading without blocking on a FIFO (O_NONBLOCK), refused unless regular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile("fifo" if stat.S_ISFIFO(mode) else "socket or device")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

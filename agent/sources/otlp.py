@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from agent.config import SourceConfig
 from agent.http.media import media_type
 from agent.http.server import Handler, HttpServer, Request, Response
+from agent.http.wire import ServerLimits
 from agent.sources.base import Ingest
 from agent.sources.http_push import HttpPushSource, log
 from agent.sources.otlp_records import Mapped, SpanIds, map_logs, map_traces
@@ -142,9 +143,10 @@ class OtlpSource(HttpPushSource):
     def __init__(self, ingest: Ingest, *, listen: str = "127.0.0.1:4318", server: HttpServer | None = None,
                  max_body_bytes: int = 1 << 20, max_in_flight: int = 4, retry_after_seconds: int = 1,
                  token: str | None = None, max_decompressed_bytes: int = 16 << 20,
-                 span_ids_remembered: int = 100_000) -> None:
+                 span_ids_remembered: int = 100_000, limits: ServerLimits | None = None) -> None:
         super().__init__(ingest, listen=listen, server=server, max_body_bytes=max_body_bytes,
-                         max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds, token=token)
+                         max_in_flight=max_in_flight, retry_after_seconds=retry_after_seconds, token=token,
+                         limits=limits)
         self.max_decompressed_bytes = max_decompressed_bytes
         self.span_ids = SpanIds(span_ids_remembered)
         self._lock = threading.Lock()
@@ -153,8 +155,8 @@ class OtlpSource(HttpPushSource):
 
     @classmethod
     def from_config(cls, s: SourceConfig, ingest: Ingest, agent_server: HttpServer | None,
-                    key: str = "source") -> OtlpSource:
-        made = super().from_config(s, ingest, agent_server, key)
+                    key: str = "source", limits: ServerLimits | None = None) -> OtlpSource:
+        made = super().from_config(s, ingest, agent_server, key, limits)
         made.max_decompressed_bytes = s.max_decompressed_bytes
         made.span_ids = SpanIds(s.span_ids_remembered)
         return made

@@ -11,13 +11,15 @@ audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` cou
 ``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``references`` which
 pairs started from a reference artifact; ``forward`` a forwarder's buffer of records on their way
 to the gateway; ``evidence`` the audited outputs behind an excursion, text excerpts and verdict
-history. All SQL of the agent lives in this package.
+history; ``health`` the write probe and integrity check behind ``/readyz``. All SQL of the agent
+lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
 from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
+from agent.store.health import HealthTables
 from agent.store.join import JoinTables, KnownIds, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.references import ImportRow, ReferenceTables
@@ -26,7 +28,7 @@ from agent.store.state import StateTables
 
 
 class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables, ReferenceTables, ForwardTables,
-            Database):
+            HealthTables, Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a

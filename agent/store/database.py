@@ -121,6 +121,10 @@ MIGRATIONS: list[str] = [
         body TEXT NOT NULL);
     CREATE INDEX verdicts_key ON verdicts(proxy, audit, segment, seq);
     """,
+    # 7: one row rewritten by the store's write probe (agent/store/health.py), which /readyz reports
+    """
+    CREATE TABLE health_probe(id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL);
+    """,
 ]
 
 
