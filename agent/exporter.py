@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -78,9 +78,11 @@ class RecordsCollector(Collector):
 
     def __init__(self, view: RecordsView, jobs: dict[str, JobStats] | None = None,
                  components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None,
-                 config_attempts: int = 1) -> None:
+                 config_attempts: int = 1, metric_names: Mapping[str, Sequence[str]] | None = None) -> None:
         self.records_view = view
         self.config_attempts = config_attempts
+        #: the configured metrics by kind ("proxy", "audit"): their counters are exported from 0
+        self.metric_names = metric_names if metric_names is not None else {}
         self.jobs = jobs if jobs is not None else {}
         self.components = components if components is not None else {}
         self.extra = extra if extra is not None else []
@@ -124,10 +126,13 @@ class RecordsCollector(Collector):
         implausible = CounterMetricFamily(
             "goodhart_implausible_values", "Proxy and audit values kept out of the detectors as implausible "
             "(far outside the metric's recent values), by kind and metric.", labels=["kind", "metric"])
-        for (name, labels), value in sorted(p.counters().items()):
+        counts = {(kind, metric): 0.0 for kind, names in self.metric_names.items() for metric in names}
+        for (name, labels), value in p.counters().items():
             if name == "implausible_values_total":
                 d = dict(labels)
-                implausible.add_metric([d.get("kind", ""), d.get("metric", "")], value)
+                counts[(d.get("kind", ""), d.get("metric", ""))] = value
+        for (kind, metric), value in sorted(counts.items()):
+            implausible.add_metric([kind, metric], value)
         yield implausible
         joined = CounterMetricFamily("goodhart_labels_joined", "Late labels joined to their outputs.")
         joined.add_metric([], p.counter("labels_joined_total"))
@@ -203,8 +208,8 @@ class AgentCollector(RecordsCollector):
 
     def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
                  components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None,
-                 config_attempts: int = 1) -> None:
-        super().__init__(view, jobs, components, extra, config_attempts)
+                 config_attempts: int = 1, metric_names: Mapping[str, Sequence[str]] | None = None) -> None:
+        super().__init__(view, jobs, components, extra, config_attempts, metric_names)
         self.view = view
 
     def blocks(self) -> tuple[Block, ...]:

@@ -63,6 +63,10 @@ class Assembly(Protocol):
     def close(self) -> None: ...
 
 
+def _metric_names(config: Config) -> dict[str, list[str]]:
+    return {"proxy": [p.name for p in config.proxies], "audit": [a.name for a in config.audits]}
+
+
 def _source_metrics(sources: Sequence[Source]) -> Iterator[Metric]:
     """Errors summed over the sources (one label set, as with one source), and each source's own series."""
     errors = CounterMetricFamily("goodhart_source_errors", "Source errors, by reason.", labels=["reason"])
@@ -112,7 +116,7 @@ class Wired:
         if self.audits is not None:
             extra.append(self.audits.collect)
         registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra,
-                                         config_attempts=config_attempts))
+                                         config_attempts=config_attempts, metric_names=_metric_names(self.config)))
         return registry
 
     def final_steps(self) -> None:
@@ -153,7 +157,7 @@ class WiredForwarder:
         view = ForwarderView(self.forwarder, self.forwarder.clock)
         registry.register(RecordsCollector(view, self.jobs.stats, self.components,
                                            extra=[lambda: _source_metrics(self.sources), view.collect],
-                                           config_attempts=config_attempts))
+                                           config_attempts=config_attempts, metric_names=_metric_names(self.config)))
         return registry
 
     def final_steps(self) -> None:

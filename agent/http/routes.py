@@ -19,6 +19,10 @@ INDEX_PAGE = """<!doctype html><html><head><title>goodhart-agent</title></head><
 """
 
 
+#: The error answers the listeners give (docs/hardening.md), each exported from 0.
+ERROR_STATUSES = (400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 429, 431, 500, 503)
+
+
 class ListenerCollector:
     """Error answers by status and dropped connections by reason, per listener (``main``, or the
     name of a push source with its own listener)."""
@@ -34,7 +38,9 @@ class ListenerCollector:
                                       labels=["listener", "reason"])
         open_ = GaugeMetricFamily("goodhart_http_connections_open", "Open connections.", labels=["listener"])
         for name, server in sorted(self.listeners.items()):
-            for status, count in sorted(dict(server.httpd.errors).items()):
+            counts = {status: 0 for status in ERROR_STATUSES}  # exported from 0, so rate() works at once
+            counts.update(dict(server.httpd.errors))
+            for status, count in sorted(counts.items()):
                 errors.add_metric([name, str(status)], float(count))
             for reason in DROP_REASONS:
                 dropped.add_metric([name, reason], float(server.httpd.dropped[reason]))
