@@ -143,10 +143,12 @@ def test_a_full_buffer_drops_the_oldest_counted_and_stays_bounded(tmp_path: Path
         append_lines(tmp_path / "a.jsonl", records(chunk, 5000))
         total += 5000
         wait_until(lambda n=total: metric(fwd, "goodhart_records_total", source="jsonl") == n, what=f"{total} read")
-    buffered = metric(fwd, "goodhart_forward_buffer_records")
-    dropped = metric(fwd, "goodhart_forward_dropped_records_total", reason="buffer_full")
     # The bound, plus at most the one batch a send is holding (never evicted mid-send; docs/fleet.md).
     assert metric(fwd, "goodhart_forward_buffer_bytes") <= limit + 8192
+    # Once that send has failed, the next flush evicts the held batch too if it no longer fits.
+    wait_until(lambda: metric(fwd, "goodhart_forward_buffer_bytes") <= limit, what="the buffer within its bound")
+    buffered = metric(fwd, "goodhart_forward_buffer_records")
+    dropped = metric(fwd, "goodhart_forward_dropped_records_total", reason="buffer_full")
     assert dropped > 0 and buffered + dropped == total
     assert metric(fwd, "goodhart_store_size_bytes") < 4 << 20  # the file reuses its pages
     growth_mib = (vm_rss_kib(fwd.proc.pid) - rss_before) / 1024
