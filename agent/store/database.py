@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,19 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE health_probe(id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL);
     """,
+    # 8: retention by index, not by scanning (agent/store/retention.py: outputs still waiting for a
+    # label in seq order, early labels by ts); detectors' ring buffers saved in chunks, only the
+    # chunks written since the last checkpoint (agent/store/detectors.py)
+    """
+    CREATE INDEX outputs_pending ON outputs(seq) WHERE labelled = 0;
+    CREATE INDEX early_labels_ts ON early_labels(ts);
+    CREATE TABLE detector_chunks(
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        chunk INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY(key, name, chunk));
+    """,
 ]
 
 
@@ -162,6 +175,7 @@ class Database:
             location = str(Path(location) / DB_FILENAME)
         self.path = location
         self.lock = threading.RLock()
+        self._committed: list[Callable[[], None]] = []  # after_commit callbacks of the open transaction
         self._conn: sqlite3.Connection | None
         if read_only:
             self._conn = self._open_read_only(location)
@@ -224,15 +238,50 @@ class Database:
                 yield conn
                 return
             conn.execute("BEGIN IMMEDIATE")
+            self._committed = []
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._committed = []
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            done, self._committed = self._committed, []
+            for callback in done:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction is committed (never if it rolls back): for
+        what a writer remembers of the rows it wrote (the detectors' chunk marks)."""
+        with self.lock:
+            if self.conn.in_transaction:
+                self._committed.append(callback)
+            else:
+                callback()
 
     def size_bytes(self) -> int:
         with self.lock:
             pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
             size = self.conn.execute("PRAGMA page_size").fetchone()[0]
         return int(pages) * int(size)
+
+
+def newest_beyond(conn: sqlite3.Connection, rows: str, keep: int) -> int | None:
+    """The ``seq`` of the newest row past the newest ``keep`` of ``rows`` (``table [WHERE ...]``,
+    with an index on ``seq`` for that WHERE), so that ``seq <= it`` is what a bound of ``keep`` rows
+    drops; None when there are at most ``keep``.
+
+    The usual answer costs two index lookups: seqs are distinct integers, so ``max - min + 1 <=
+    keep`` means at most ``keep`` rows. Only when that span is wider does it walk the index, at
+    most ``keep`` entries (the old shape, ``seq IN (... ORDER BY seq DESC LIMIT -1 OFFSET keep)``,
+    walked every row, every time).
+    """
+    lo = conn.execute(f"SELECT min(seq) FROM {rows}").fetchone()[0]
+    if lo is None:
+        return None
+    hi = conn.execute(f"SELECT max(seq) FROM {rows}").fetchone()[0]
+    if int(hi) - int(lo) + 1 <= keep:
+        return None
+    row = conn.execute(f"SELECT seq FROM {rows} ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
+    return None if row is None else int(row[0])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.core import ALL
-from agent.store.database import Database
+from agent.store.database import Database, newest_beyond
 
 _BIG = 1e308  # an unbounded reference line: SQLite's min/max take no infinities from Python reliably
 
@@ -137,5 +137,6 @@ class EvidenceTables(Database):
             conn.execute("DELETE FROM excerpts WHERE id IN"
                          " (SELECT id FROM excerpts ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_excerpts,))
             conn.execute("DELETE FROM verdicts WHERE ts < ?", (min_ts,))
-            conn.execute("DELETE FROM verdicts WHERE seq IN"
-                         " (SELECT seq FROM verdicts ORDER BY seq DESC LIMIT -1 OFFSET ?)", (max_verdicts,))
+            cut = newest_beyond(conn, "verdicts", max_verdicts)
+            if cut is not None:
+                conn.execute("DELETE FROM verdicts WHERE seq <= ?", (cut,))

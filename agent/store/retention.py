@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from agent.store.database import newest_beyond
 from agent.store.state import StateTables
 
 
@@ -24,27 +25,31 @@ class RetentionTables(StateTables):
         with self.transaction() as conn:
             conn.execute("DELETE FROM seen_ids WHERE expires_at <= ?", (now,))
             fed = self.get_cursor("detect.outputs")  # outputs the detectors have not seen yet stay
-            expired = "expires_at <= ? AND seq <= ?"
-            dropped["output"] = self._drop_outputs(conn, expired + " AND labelled = 0", (now, fed),
+            expired = "expires_at <= ? AND +seq <= ?"  # by the expiry index, not every output up to the cursor
+            dropped["output"] = self._drop_outputs(conn, expired + " AND +labelled = 0", (now, fed),
                                                    remember_ids_seconds)
             self._drop_outputs(conn, expired, (now, fed), remember_ids_seconds)
             dropped["label"] = conn.execute("DELETE FROM early_labels WHERE expires_at <= ?", (now,)).rowcount
             # Beyond max_pending outputs still waiting for a label, the oldest waiting ones go.
-            dropped["output"] += self._drop_outputs(
-                conn, "seq IN (SELECT seq FROM outputs WHERE labelled = 0 ORDER BY seq DESC LIMIT -1 OFFSET ?)"
-                " AND seq <= ?", (max_pending, fed), remember_ids_seconds)
+            cut = newest_beyond(conn, "outputs WHERE labelled = 0", max_pending)
+            if cut is not None:
+                dropped["output"] += self._drop_outputs(conn, "labelled = 0 AND seq <= ?", (min(cut, fed),),
+                                                        remember_ids_seconds)
             conn.execute("DELETE FROM early_labels WHERE id IN"
                          " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
             seen = self.get_cursor("detect.pairs")
-            dropped["pair"] = conn.execute(
-                "DELETE FROM pairs WHERE seq <= ? AND (ts < ? OR seq IN"
-                " (SELECT seq FROM pairs ORDER BY seq DESC LIMIT -1 OFFSET ?))",
-                (seen, pairs_min_ts, max_pairs)).rowcount
+            cut = newest_beyond(conn, "pairs", max_pairs)  # before the age bound, as one statement did
+            # "+seq": by the ts index (old pairs are few), not by walking seq up to the cursor (all of them)
+            dropped["pair"] = conn.execute("DELETE FROM pairs WHERE ts < ? AND +seq <= ?",
+                                           (pairs_min_ts, seen)).rowcount
+            if cut is not None:
+                dropped["pair"] += conn.execute("DELETE FROM pairs WHERE seq <= ?", (min(cut, seen),)).rowcount
             if max_seen_ids is not None:
                 conn.execute("DELETE FROM seen_ids WHERE id IN"
                              " (SELECT id FROM seen_ids ORDER BY expires_at DESC LIMIT -1 OFFSET ?)", (max_seen_ids,))
-            conn.execute("DELETE FROM events WHERE seq IN"
-                         " (SELECT seq FROM events ORDER BY seq DESC LIMIT -1 OFFSET ?)", (max_events,))
+            cut = newest_beyond(conn, "events", max_events)
+            if cut is not None:
+                conn.execute("DELETE FROM events WHERE seq <= ?", (cut,))
         return dropped
 
     @staticmethod
