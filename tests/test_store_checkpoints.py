@@ -124,7 +124,7 @@ def downgrade_to_schema_7(path: Path) -> None:
     conn = sqlite3.connect(path / "goodhart.db", isolation_level=None)
     conn.executescript("""BEGIN;
         DROP TRIGGER seen_ids_added; DROP TRIGGER seen_ids_removed; DROP TABLE seen_ids_total;
-        DROP TABLE detector_chunks; DROP INDEX outputs_pending; DROP INDEX early_labels_ts;
+        DROP TABLE detector_chunks; DROP INDEX outputs_pending; DROP INDEX early_labels_ts; DROP INDEX verdicts_ts;
         PRAGMA user_version = 7; COMMIT;""")
     conn.executemany("UPDATE detectors SET state = ? WHERE key = ?", [(v, k) for k, v in rows.items()])
     assert "window" in json.loads(conn.execute("SELECT state FROM detectors").fetchone()[0])["detector"]

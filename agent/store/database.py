@@ -126,12 +126,13 @@ MIGRATIONS: list[str] = [
     CREATE TABLE health_probe(id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL);
     """,
     # 8: retention by index, not by scanning (agent/store/retention.py: outputs still waiting for a
-    # label in seq order, early labels by ts, a count of remembered ids kept by triggers); detectors'
-    # ring buffers saved in chunks, only the chunks written since the last checkpoint
+    # label in seq order, early labels and verdicts by ts, a count of remembered ids kept by triggers);
+    # detectors' ring buffers saved in chunks, only the chunks written since the last checkpoint
     # (agent/store/detectors.py)
     """
     CREATE INDEX outputs_pending ON outputs(seq) WHERE labelled = 0;
     CREATE INDEX early_labels_ts ON early_labels(ts);
+    CREATE INDEX verdicts_ts ON verdicts(ts);
     CREATE TABLE seen_ids_total(id INTEGER PRIMARY KEY CHECK (id = 1), ids INTEGER NOT NULL);
     INSERT INTO seen_ids_total(id, ids) SELECT 1, count(*) FROM seen_ids;
     CREATE TRIGGER seen_ids_added AFTER INSERT ON seen_ids BEGIN

@@ -42,13 +42,13 @@ class RetentionTables(StateTables):
             conn.execute("DELETE FROM early_labels WHERE id IN"
                          " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
             seen = self.get_cursor("detect.pairs")
-            cut = newest_beyond(conn, "pairs", max_pairs)  # before the age bound, as one statement did
             # "+seq": by the ts index (old pairs are few), not by walking seq up to the cursor (all of them)
             dropped["pair"] = conn.execute("DELETE FROM pairs WHERE ts < ? AND +seq <= ?",
                                            (pairs_min_ts, seen)).rowcount
+            cut = newest_beyond(conn, "pairs", max_pairs)  # of those left: the age bound goes first
             if cut is not None:
                 dropped["pair"] += conn.execute("DELETE FROM pairs WHERE seq <= ?", (min(cut, seen),)).rowcount
-            over = conn.execute("SELECT ids FROM seen_ids_total").fetchone()[0] - (max_seen_ids or 0)
+            over = conn.execute("SELECT ids FROM seen_ids_total WHERE id = 1").fetchone()[0] - (max_seen_ids or 0)
             if max_seen_ids is not None and over > 0:  # the ids closest to their expiry go first
                 conn.execute("DELETE FROM seen_ids WHERE id IN"
                              " (SELECT id FROM seen_ids ORDER BY expires_at LIMIT ?)", (over,))
