@@ -189,12 +189,14 @@ def bench_checkpoint(tmp: Path, window: int, new_pairs: int, repeat: int) -> Non
     rng = np.random.default_rng(0)
     det = DecouplingDetector(arl0=200_000, window=window)
     t = _feed(det, rng, 0, window + 200)
-    store = Store(tmp / "checkpoint.db")
+    # one file each: the old checkpoints' 5.5 MB fill the WAL, whose automatic checkpoints (every
+    # 1,000 pages) would otherwise land on whichever commit crosses the mark, old or new
+    store, old_store = Store(tmp / "checkpoint.db"), Store(tmp / "checkpoint-old.db")
     extra = {"alarm": {"state": "ok"}, "settings": {"detector": "decoupling"}}
 
     def old_save() -> int:
         text = json.dumps({"detector": det.state_dict(), **extra}, sort_keys=True)
-        with store.transaction() as conn:
+        with old_store.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO detectors(key, state) VALUES (?, ?)", ('["old"]', text))
         return len(text)
 
@@ -219,7 +221,7 @@ def bench_checkpoint(tmp: Path, window: int, new_pairs: int, repeat: int) -> Non
           f"the first new one (every chunk) {first[0] * 1e3:.1f} ms")
 
     def old_load() -> DecouplingDetector:
-        text = store.conn.execute("SELECT state FROM detectors WHERE key = '[\"old\"]'").fetchone()[0]
+        text = old_store.conn.execute("SELECT state FROM detectors WHERE key = '[\"old\"]'").fetchone()[0]
         again = DecouplingDetector(arl0=2.0)
         again.load_state(json.loads(text)["detector"])
         return again
@@ -234,6 +236,7 @@ def bench_checkpoint(tmp: Path, window: int, new_pairs: int, repeat: int) -> Non
     lo, ln = timed(old_load, repeat), timed(new_load, repeat)
     print(f"  loading it: old {ms(lo)}; new {ms(ln)} (the loaded detector's state_dict equals the saved one's)")
     store.close()
+    old_store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
