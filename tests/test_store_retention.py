@@ -104,7 +104,4 @@ def test_with_nothing_to_drop_no_retention_statement_scans_a_table_or_sorts(tmp_
     for sql, plan in plans.items():
         for step in plan:
             assert "TEMP B-TREE" not in step, (sql, plan)
-            # Only the early labels' and excerpts' caps still walk an index: at most the rows of
-            # those small tables, never the outputs, pairs, remembered ids, events or verdicts.
-            assert not step.startswith("SCAN") or step in (
-                "SCAN early_labels USING INDEX early_labels_ts", "SCAN excerpts USING INDEX excerpts_ts"), (sql, plan)
+            assert not step.startswith("SCAN"), (sql, plan)

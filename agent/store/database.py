@@ -277,21 +277,26 @@ class Database:
         return int(pages) * int(size)
 
 
-def newest_beyond(conn: sqlite3.Connection, rows: str, keep: int) -> int | None:
-    """The ``seq`` of the newest row past the newest ``keep`` of ``rows`` (``table [WHERE ...]``,
-    with an index on ``seq`` for that WHERE), so that ``seq <= it`` is what a bound of ``keep`` rows
-    drops; None when there are at most ``keep``.
-
-    The usual answer costs two index lookups: seqs are distinct integers, so ``max - min + 1 <=
-    keep`` means at most ``keep`` rows. Only when that span is wider does it walk the index, at
-    most ``keep`` entries (the old shape, ``seq IN (... ORDER BY seq DESC LIMIT -1 OFFSET keep)``,
-    walked every row, every time).
-    """
-    lo = conn.execute(f"SELECT min(seq) FROM {rows}").fetchone()[0]
+def span_fits(conn: sqlite3.Connection, rows: str, keep: int) -> bool:
+    """Whether ``rows`` (``table [WHERE ...]``, with an index on the rowid for that WHERE) surely
+    hold at most ``keep`` rows, in two index lookups: rowids are distinct integers, so ``max - min +
+    1 <= keep`` says so. False means "maybe more": count them the slow way."""
+    lo = conn.execute(f"SELECT min(rowid) FROM {rows}").fetchone()[0]
     if lo is None:
-        return None
-    hi = conn.execute(f"SELECT max(seq) FROM {rows}").fetchone()[0]
-    if int(hi) - int(lo) + 1 <= keep:
+        return True
+    return int(conn.execute(f"SELECT max(rowid) FROM {rows}").fetchone()[0]) - int(lo) + 1 <= keep
+
+
+def newest_beyond(conn: sqlite3.Connection, rows: str, keep: int) -> int | None:
+    """The ``seq`` (the rowid) of the newest row past the newest ``keep`` of ``rows`` (``table
+    [WHERE ...]``, with an index on ``seq`` for that WHERE), so that ``seq <= it`` is what a bound
+    of ``keep`` rows drops; None when there are at most ``keep``.
+
+    The usual answer costs two index lookups (:func:`span_fits`). Only when the span is wider does
+    it walk the index, at most ``keep`` entries (the old shape, ``seq IN (... ORDER BY seq DESC
+    LIMIT -1 OFFSET keep)``, walked every row, every time).
+    """
+    if span_fits(conn, rows, keep):
         return None
     row = conn.execute(f"SELECT seq FROM {rows} ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
     return None if row is None else int(row[0])

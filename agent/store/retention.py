@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.store.database import newest_beyond
+from agent.store.database import newest_beyond, span_fits
 from agent.store.state import StateTables
 
 
@@ -39,8 +39,9 @@ class RetentionTables(StateTables):
             if cut is not None:
                 dropped["output"] += self._drop_outputs(conn, "labelled = 0 AND seq <= ?", (min(cut, fed),),
                                                         remember_ids_seconds)
-            conn.execute("DELETE FROM early_labels WHERE id IN"
-                         " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
+            if not span_fits(conn, "early_labels", max_pending):  # else it walks every early label
+                conn.execute("DELETE FROM early_labels WHERE id IN"
+                             " (SELECT id FROM early_labels ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_pending,))
             seen = self.get_cursor("detect.pairs")
             # "+seq": by the ts index (old pairs are few), not by walking seq up to the cursor (all of them)
             dropped["pair"] = conn.execute("DELETE FROM pairs WHERE ts < ? AND +seq <= ?",
