@@ -12,7 +12,8 @@ Which slots changed is worked out from the ring's ``written`` counter against wh
 last committed for the same key (its *mark*); when they do not line up (a rebaseline replaced the
 ring, another window size, a store opened afresh that has not loaded the key) every chunk is
 written. Marks are set only once the transaction commits, so a rolled-back checkpoint is redone
-in full. Rows written before these chunks (a ``window`` list in the JSON) still load as they are.
+in full; they assume this store is the only writer of these tables, which the state dir's lock
+(agent/statelock.py) makes so. Rows written before these chunks (a ``window`` list in the JSON) still load as they are.
 """
 
 from __future__ import annotations
