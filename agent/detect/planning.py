@@ -179,3 +179,29 @@ def median_delay_pairs(test: LevelTest, shift: float) -> float:
 def corrected_threshold(h: float) -> float:
     """Siegmund's corrected threshold ``h + 1.166`` (a zero-drift CUSUM needs about its square)."""
     return h + SIEGMUND_CORRECTION
+
+
+# -- from pairs to time -------------------------------------------------------------------------
+def first_verdict_pairs(reference_pairs: int, share: float = 1.0, pinned: bool = False) -> float:
+    """Audited pairs of the *whole stream* before a test on ``share`` of the traffic gives its first
+    verdict: its own ``reference_pairs`` (a segment sees ``share`` of them); none when the
+    reference comes pinned from ``detection.reference_file``. The one place that says how a
+    segment warms up: change it here if segments get their reference another way."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    return 0.0 if pinned else reference_pairs / share
+
+
+def seconds_for(pairs: float, rate: float, detect_seconds: float) -> float:
+    """Typical time for ``pairs`` audited pairs at ``rate`` per second to give a verdict: their
+    arrival, then the wait for the next detect tick (half a tick on average)."""
+    return pairs / rate + detect_seconds / 2.0 if math.isfinite(pairs) else math.inf
+
+
+def rate_for(pairs: float, target_seconds: float, detect_seconds: float) -> float:
+    """Audited pairs per second that make :func:`seconds_for` meet ``target_seconds``; ``inf``
+    when no rate can (the target is within half a detect tick, or the pairs are unbounded)."""
+    room = target_seconds - detect_seconds / 2.0
+    if not math.isfinite(pairs) or room <= 0:
+        return math.inf
+    return pairs / room
