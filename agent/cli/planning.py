@@ -21,6 +21,7 @@ DEFAULT_SHIFTS = (0.5, 1.0, 2.0)
 #: Shifts (residual s.d.) the predictions were checked against the detector for (tests/test_plan.py);
 #: outside it the plan still answers, with a note.
 VALIDATED_SHIFTS = (0.5, 3.0)
+FALSE_ALARM_SHARE = 0.1  # a delay beyond this share of the test's ARL0 is hardly a detection
 WARMUP_NOTE_SECONDS = 86400.0  # check-config points to plan past a day of warm-up
 
 
@@ -128,6 +129,10 @@ def render(plan: Plan) -> list[str]:
     for row in plan.shifts:
         lines.append(f"  {row.shift:>5g} {row.median_pairs:>8,.0f} {_time(row.stream_seconds):>14} "
                      f"{_time(row.segment_seconds):>14}   {_rate(row.stream_rate)}; {seg}: {_rate(row.segment_rate)}")
+    rare = [row.shift for row in plan.shifts if row.median_pairs > FALSE_ALARM_SHARE * plan.per_test_arl]
+    if rare:
+        lines.append(f"note: shifts {', '.join(f'{s:g}' for s in rare)} take a sizeable share of the pairs between "
+                     "false alarms: they are not reliably told apart from noise at this budget")
     lo, hi = VALIDATED_SHIFTS
     outside = [row.shift for row in plan.shifts if not lo <= row.shift <= hi]
     if outside:

@@ -22,7 +22,7 @@ Two numbers per shift of ``D`` residual s.d.:
 >>> [round(mean_delay_pairs(h, k, d)) for d in (1.0, 2.0)]
 [26, 9]
 >>> round(median_delay_pairs(LevelTest(h=h, k=k, tau=0.0, scale=1.0), 1.0))
-24
+23
 """
 
 from __future__ import annotations
