@@ -119,12 +119,12 @@ def simulated_delays(config_path: Path, shift: float, rate: float, runs: int, se
     """Seconds from a step drop of the audit by ``shift`` residual s.d. to the first alarm verdict,
     per run: the agent's own detector (as the config builds it) fitted on a fresh reference, 200
     in-control pairs more, then Poisson arrivals at ``rate`` and verdicts on detect ticks at a random
-    phase. Bounded: a run gives up (inf) after 40 times the plan's pairs."""
+    phase. Bounded: a run gives up (inf, above any median) after 4 times the plan's pairs."""
     config = load_config(config_path)
     make = detector_factory(config)
     tick = config.schedule.detect_seconds
     d = config.detection
-    cap = 40 * max(median_delay_pairs_for(config, shift), 10.0)
+    cap = 4 * median_delay_pairs_for(config, shift) + 50
     out = []
     for run in range(runs):
         rng = np.random.default_rng([seed, run])
@@ -158,13 +158,16 @@ def median_delay_pairs_for(config: object, shift: float) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shift", [0.5, 1.0, 2.0, 3.0])
-def test_predicted_delay_is_within_30_percent_of_the_simulated_median(tmp_path: Path, shift: float) -> None:
+@pytest.mark.parametrize(("shift", "runs"), [(0.5, 200), (1.0, 80), (2.0, 80), (3.0, 80)])
+def test_predicted_delay_is_within_30_percent_of_the_simulated_median(tmp_path: Path, shift: float,
+                                                                      runs: int) -> None:
     # 0.1 audited pairs/s with verdicts every 15 s: a tick brings 1.5 pairs, so both the arrival
-    # of the pairs and the wait for the tick count in the delay the plan must predict.
+    # of the pairs and the wait for the tick count in the delay the plan must predict. At 0.5
+    # (= k: no drift) run lengths spread widely (quartiles ~0.5x and ~2x the median), so the
+    # median needs more runs to be known within ~10%.
     path = write_config(tmp_path / "c.yaml")
     rate = 0.1
     predicted = build_plan(load_config(path), rate, (shift,)).shifts[0].stream_seconds
-    delays = simulated_delays(path, shift, rate, runs=60, seed=14)
+    delays = simulated_delays(path, shift, rate, runs=runs, seed=14)
     observed = float(np.median(delays))
     assert 0.7 * observed <= predicted <= 1.3 * observed, (shift, predicted, observed)
