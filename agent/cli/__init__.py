@@ -16,7 +16,8 @@ from agent.cli.stores import cmd_evidence, cmd_rebaseline, cmd_reference, cmd_re
 from agent.config import ConfigError
 
 COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "replay": cmd_replay, "demo": cmd_demo,
-            "rebaseline": cmd_rebaseline, "reference": cmd_reference, "evidence": cmd_evidence, "report": cmd_report, "plan": cmd_plan}
+            "rebaseline": cmd_rebaseline, "reference": cmd_reference, "evidence": cmd_evidence, "report": cmd_report,
+            "plan": cmd_plan}
 
 
 
