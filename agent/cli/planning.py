@@ -118,25 +118,27 @@ def render(plan: Plan) -> list[str]:
         f"{_time(plan.detect_seconds)} (schedule.detect_seconds)",
         f"  each test: 1 false alarm per {plan.per_test_arl:,.0f} of its audited pairs; level CUSUM k = "
         f"{plan.k:g}, threshold h = {plan.threshold:.1f} (typical reference of {plan.reference_pairs} pairs)",
-        "first verdict" + (" (detection.reference_file: its pairs start at once; others warm up)" if plan.pinned
+        "first verdict" + (" (detection.reference_file: the pairs it covers start from it at once):" if plan.pinned
                            else f" (after a reference of {plan.reference_pairs} audited pairs per test):"),
         f"  whole stream: {_time(plan.warmup_stream_seconds)}; {seg}: {_time(plan.warmup_segment_seconds)}",
         f"  audit rate for a first verdict within {target}: {_rate(plan.warmup_stream_rate)}; "
         f"for {seg}: {_rate(plan.warmup_segment_rate)}",
-        "detection delay after a step drop of the audit (median; shift in residual s.d.):",
-        f"  {'shift':>5} {'pairs':>8} {'whole stream':>14} {seg:>14}   audit rate to alarm within {target}",
+        "detection delay after a step drop of the audit (median pairs, Siegmund's mean; shift in residual s.d.):",
+        f"  {'shift':>5} {'pairs':>8} {'(mean)':>8} {'whole stream':>14} {seg:>14}   audit rate to alarm within "
+        f"{target}",
     ]
     for row in plan.shifts:
-        lines.append(f"  {row.shift:>5g} {row.median_pairs:>8,.0f} {_time(row.stream_seconds):>14} "
+        lines.append(f"  {row.shift:>5g} {row.median_pairs:>8,.0f} {row.mean_pairs:>8,.0f} "
+                     f"{_time(row.stream_seconds):>14} "
                      f"{_time(row.segment_seconds):>14}   {_rate(row.stream_rate)}; {seg}: {_rate(row.segment_rate)}")
     rare = [row.shift for row in plan.shifts if row.median_pairs > FALSE_ALARM_SHARE * plan.per_test_arl]
     if rare:
-        lines.append(f"note: shifts {', '.join(f'{s:g}' for s in rare)} take a sizeable share of the pairs between "
+        lines.append(f"note: shift(s) {', '.join(f'{s:g}' for s in rare)} take a sizeable share of the pairs between "
                      "false alarms: they are not reliably told apart from noise at this budget")
     lo, hi = VALIDATED_SHIFTS
     outside = [row.shift for row in plan.shifts if not lo <= row.shift <= hi]
     if outside:
-        lines.append(f"note: shifts {', '.join(f'{s:g}' for s in outside)} are outside {lo:g}-{hi:g} residual s.d., "
+        lines.append(f"note: shift(s) {', '.join(f'{s:g}' for s in outside)} are outside {lo:g}-{hi:g} residual s.d., "
                      "where the prediction was checked against the detector; take them as rough")
     lines.append("note: add the audits' own latency (labels or judges arriving after the output); "
                  "a proxy inflated by x moves the residual by slope * x / residual s.d.")
