@@ -14,7 +14,7 @@ import pytest
 from support import write_config
 
 from agent.cli.planning import build_plan
-from agent.config import load_config
+from agent.config import Config, load_config
 from agent.detect.base import PairObservation
 from agent.detect.factory import detector_factory
 from agent.detect.planning import (
@@ -149,12 +149,8 @@ def simulated_delays(config_path: Path, shift: float, rate: float, runs: int, se
     return np.array(out)
 
 
-def median_delay_pairs_for(config: object, shift: float) -> float:
-    from agent.config import Config
-
-    assert isinstance(config, Config)
-    plan = build_plan(config, 1.0, (shift,))
-    return plan.shifts[0].median_pairs
+def median_delay_pairs_for(config: Config, shift: float) -> float:
+    return build_plan(config, 1.0, (shift,)).shifts[0].median_pairs
 
 
 @pytest.mark.slow

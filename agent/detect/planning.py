@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.detect.calibration import SIEGMUND_CORRECTION, siegmund_log_rate
+from agent.detect.calibration import siegmund_log_rate
 from agent.detect.cusums import bank_thresholds
 
 #: Chain resolution: cells over (0, h]. 120 puts the median within ~1% of a fine grid.
@@ -90,7 +90,7 @@ def mean_delay_pairs(h: float, k: float, shift: float) -> float:
 def _transitions(test: LevelTest, shift: float, bias: np.ndarray) -> np.ndarray:
     """Per bias node, the sub-stochastic transition matrix of the CUSUM over its transient states:
     the atom at 0 and ``CELLS`` cells of (0, h] (their midpoints stand for them)."""
-    from scipy.special import ndtr
+    from scipy.special import ndtr  # scipy comes with scikit-learn, a runtime dependency
 
     w = test.h / CELLS
     values = np.concatenate(([0.0], (np.arange(CELLS) + 0.5) * w))  # from-state values
@@ -174,11 +174,6 @@ def median_delay_pairs(test: LevelTest, shift: float) -> float:
     # at random times, so the median delay in time falls between them.
     before, after = chain.survival(hi - 1), chain.survival(hi)
     return hi - 1 + (before - 0.5) / max(before - after, 1e-12)
-
-
-def corrected_threshold(h: float) -> float:
-    """Siegmund's corrected threshold ``h + 1.166`` (a zero-drift CUSUM needs about its square)."""
-    return h + SIEGMUND_CORRECTION
 
 
 # -- from pairs to time -------------------------------------------------------------------------
