@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support import write_config
 
+from agent.cli import main
 from agent.cli.planning import build_plan
 from agent.config import Config, load_config
 from agent.detect.base import PairObservation
@@ -30,8 +29,14 @@ SLOPE, NOISE = 0.6, 0.8  # audit = 0.6 * proxy + N(0, 0.8^2), as the detector te
 TEST = LevelTest(h=12.6, k=0.5, tau=0.07, scale=1.0)
 
 
-def agent(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120)
+def agent(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command line in-process (the same ``main`` the console script runs): exit code, stdout, stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # argparse refuses bad usage this way
+        code = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 # -- the maths ---------------------------------------------------------------------------------
@@ -72,12 +77,12 @@ def test_no_rate_meets_a_target_within_half_a_detect_tick() -> None:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def test_plan_json_states_warmup_delays_and_rates(tmp_path: Path) -> None:
+def test_plan_json_states_warmup_delays_and_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "c.yaml")
-    result = agent("plan", "--config", str(config), "--audits-per-second", "0.001", "--shift", "1",
-                   "--shift", "2", "--segment-share", "0.2", "--json")
-    assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)
+    code, out, err = agent(capsys, "plan", "--config", str(config), "--audits-per-second", "0.001", "--shift", "1",
+                           "--shift", "2", "--segment-share", "0.2", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
     assert plan["per_test_arl"] == 400_000  # 2 pairs x 2 x the default 100,000
     assert plan["warmup_stream_seconds"] == pytest.approx(200 / 0.001 + 7.5)
     assert plan["warmup_segment_seconds"] == pytest.approx(1000 / 0.001 + 7.5)
@@ -88,30 +93,32 @@ def test_plan_json_states_warmup_delays_and_rates(tmp_path: Path) -> None:
     assert one["segment_rate"] == pytest.approx(5 * one["stream_rate"])
 
 
-def test_plan_text_names_each_shift_and_the_rate_a_day_needs(tmp_path: Path) -> None:
-    result = agent("plan", "--config", str(write_config(tmp_path / "c.yaml")), "--audits-per-second", "0.001")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_plan_text_names_each_shift_and_the_rate_a_day_needs(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = agent(capsys, "plan", "--config", str(write_config(tmp_path / "c.yaml")),
+                           "--audits-per-second", "0.001")
+    assert code == 0, err
     assert "first verdict" in out and "whole stream: 2.3 days" in out
     rows = [line.split() for line in out.splitlines() if line.strip().split(" ")[0] in ("0.5", "1", "2")]
     assert [row[0] for row in rows] == ["0.5", "1", "2"]
     assert "audit rate to alarm within 1.0 days" in out
 
 
-def test_plan_refuses_a_share_above_one(tmp_path: Path) -> None:
-    result = agent("plan", "--config", str(write_config(tmp_path / "c.yaml")), "--audits-per-second", "1",
-                   "--segment-share", "1.5")
-    assert result.returncode == 2
-    assert "--segment-share" in result.stderr
+def test_plan_refuses_a_share_above_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = agent(capsys, "plan", "--config", str(write_config(tmp_path / "c.yaml")),
+                         "--audits-per-second", "1", "--segment-share", "1.5")
+    assert code == 2
+    assert "--segment-share" in err
 
 
-def test_check_config_points_to_plan_when_warmup_exceeds_a_day(tmp_path: Path) -> None:
+def test_check_config_points_to_plan_when_warmup_exceeds_a_day(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path / "c.yaml"))
-    slow = agent("check-config", config, "--audits-per-second", "0.001")
-    fast = agent("check-config", config, "--audits-per-second", "0.01")
-    assert slow.returncode == fast.returncode == 0
-    assert "goodhart-agent plan" in slow.stdout and "warm-up takes 2.3 days" in slow.stdout
-    assert "goodhart-agent plan" not in fast.stdout
+    slow_code, slow, _ = agent(capsys, "check-config", config, "--audits-per-second", "0.001")
+    fast_code, fast, _ = agent(capsys, "check-config", config, "--audits-per-second", "0.01")
+    assert slow_code == fast_code == 0
+    assert "goodhart-agent plan" in slow and "warm-up takes 2.3 days" in slow
+    assert "goodhart-agent plan" not in fast
 
 
 # -- the check against the detector ---------------------------------------------------------------

@@ -154,6 +154,14 @@ def _settled(test: LevelTest, bias: np.ndarray) -> np.ndarray:
 def median_delay_pairs(test: LevelTest, shift: float) -> float:
     """Median audited pairs from a step of ``shift`` residual s.d. (after the reference) to the
     alarm, over the run-length distribution and the reference's bias; ``inf`` beyond MAX_PAIRS."""
+    from threadpoolctl import threadpool_limits  # comes with scikit-learn, a runtime dependency
+
+    # 121 x 121 products: BLAS threads cost more than they bring (3-4x the CPU time on a busy host).
+    with threadpool_limits(1, user_api="blas"):
+        return _median(test, shift)
+
+
+def _median(test: LevelTest, shift: float) -> float:
     from numpy.polynomial.hermite_e import hermegauss
 
     nodes, weights = hermegauss(BIAS_NODES)
