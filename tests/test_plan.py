@@ -111,6 +111,14 @@ def test_plan_refuses_a_share_above_one(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--segment-share" in err
 
 
+def test_plan_refuses_a_config_without_the_decoupling_detector(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "c.yaml", detection={"detector": "placeholder"})
+    code, _, err = agent(capsys, "plan", "--config", str(config), "--audits-per-second", "1")
+    assert code == 2
+    assert "detection.detector" in err
+
+
 def test_check_config_points_to_plan_when_warmup_exceeds_a_day(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path / "c.yaml"))

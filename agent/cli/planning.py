@@ -152,6 +152,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if config.forward is not None:
         print("goodhart-agent: a forwarder does not detect; plan its gateway's config", file=sys.stderr)
         return EXIT_USAGE
+    if config.detection.detector != "decoupling":
+        print("goodhart-agent: detection.detector: plan models the decoupling detector only", file=sys.stderr)
+        return EXIT_USAGE
     plan = build_plan(config, args.audits_per_second, tuple(args.shift or DEFAULT_SHIFTS), args.segment_share,
                       args.target_hours * 3600.0)
     if args.json:
