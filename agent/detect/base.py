@@ -51,6 +51,7 @@ class Estimates:
     warn_threshold: float | None = None  # of the statistic, on the threshold's scale
     level_statistic: float | None = None  # the level CUSUMs' statistic, on that scale
     slope_statistic: float | None = None  # the slope CUSUM's statistic, on that scale
+    curve_statistic: float | None = None  # the curvature CUSUM's statistic, on that scale
     rank_corr_reference: float | None = None  # Spearman of proxy and audit in the reference
     rank_corr_window: float | None = None  # ... and in the recent window
     reference_pairs: int | None = None  # audited outputs in (or wanted for) the reference

@@ -55,11 +55,16 @@ from typing import Any
 import numpy as np
 
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
-from agent.detect.cusums import BANK, allowance_at, bank_thresholds
+from agent.detect.curvature import CurvatureTrack
+from agent.detect.cusums import BANK, CURVE_SLOW, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.window import DeferredWindow
 from agent.detect.window import finite as _finite
+
+
+# The tests besides the level test, and the reason each gives when it decides the state.
+OTHER_REASONS = {"slope": "relation_lost", "curve": "gains_bending"}
 
 
 def _f(x: float | None) -> float | None:
@@ -138,6 +143,7 @@ class DecouplingDetector(Detector):
         self._span: list[float] | None = None  # first and last ts of the reference's audited outputs
         self._origin = "fitted"  # or "imported": the reference came pinned (load_reference)
         self._cusum = {name: self._empty_excursion() for name in self._names}
+        self._curve = CurvatureTrack(slow=CURVE_SLOW * self.span, fast=self.span)
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
         self._pos = 0
         self._count = 0
@@ -184,6 +190,9 @@ class DecouplingDetector(Detector):
         for name in self._level_names:
             self._step(name, -level - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
         self._step("slope", -slope - self._ks["slope"], obs.ts, w, gap, moved)
+        bend = self._curve.update(level, ref.standardise_proxy(p))
+        if bend is not None and "curve" in self._h:  # absent from references fitted before it existed
+            self._step("curve", bend - self._ks["curve"], obs.ts, w, gap, moved)
         self._centre += 2.0 / (self.span + 1) * (ref.standardise_proxy(p) - self._centre)
         self._weight_mean += 2.0 / (10 * self.span + 1) * (w - self._weight_mean)
         i = self._pos
@@ -253,7 +262,7 @@ class DecouplingDetector(Detector):
         if ref is None:
             return Verdict.warming(Estimates(samples=len(self._warmup), reference_pairs=self.reference_pairs,
                                              late_pairs_ignored=self._late))
-        mapped = {name: self._mapped(name) for name in self._names}
+        mapped = {name: self._mapped(name) for name in self._names if name in self._h}
 
         def level_of(name: str) -> int:
             e = self._cusum[name]
@@ -262,13 +271,16 @@ class DecouplingDetector(Detector):
             return 2 if s > h or (e["a"] and s > 0) else 1 if s > hw else 0
 
         best = max(self._level_names, key=lambda name: mapped[name])
-        lvl, slp = self._cusum[best], self._cusum["slope"]
+        other = max((n for n in OTHER_REASONS if n in mapped), key=lambda n: (level_of(n), mapped[n]))
+        lvl, oth = self._cusum[best], self._cusum[other]
         level_code = max(level_of(name) for name in self._level_names)
-        state_code = max(level_code, level_of("slope"))
-        reason, trigger = "", lvl if mapped[best] >= mapped["slope"] else slp
+        state_code = max(level_code, level_of(other))
+        reason, trigger = "", lvl if mapped[best] >= mapped[other] else oth
         if state_code:
             # A step in the proxy briefly looks like lost co-movement to the slope test (its
             # centre lags); while a level test is also elevated, its reason is the better one.
+            # Likewise for bending gains: the level test's reason says whether the proxy's rise
+            # explains the gap; "gains_bending" is the early catch, the level test still quiet.
             if level_code >= 1:
                 if level_code == state_code:  # the level CUSUM that crossed (the most on scale)
                     best = max((n for n in self._level_names if level_of(n) == state_code),
@@ -279,13 +291,14 @@ class DecouplingDetector(Detector):
                 moved, gap = lvl["sp"], lvl["sg"]
                 reason = "proxy_inflated" if moved > 0 and moved >= 0.5 * gap else "audit_dropped"
             else:
-                trigger, reason = slp, "relation_lost"
+                trigger, reason = oth, OTHER_REASONS[other]
         big, warn = self._h["level"]
         window, known = self._estimates(ref)
         known.update(
             warn_threshold=warn,
             level_statistic=max(mapped[name] for name in self._level_names),
             slope_statistic=mapped["slope"],
+            curve_statistic=mapped.get("curve", math.nan),
             since=_finite(trigger["since"]) if trigger["s"] > 0 else math.nan,
             excursion_pairs=int(trigger["n"]),
             excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
@@ -362,6 +375,7 @@ class DecouplingDetector(Detector):
             "proxy_ewma": self._proxy_ewma,
             "late": self._late,
             "cusum": {k: {f: _f(v) for f, v in e.items()} for k, e in self._cusum.items()},
+            "curve": self._curve.state_dict(),
             "window": [ts.tolist(), p.tolist(), a.tolist(), w.tolist()],
         }
 
@@ -389,6 +403,9 @@ class DecouplingDetector(Detector):
         self._span, self._origin = state.get("fit_span"), state.get("origin", "fitted")  # absent from older states
         self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
                        for k, e in state["cusum"].items()}
+        self._curve.load_state(state.get("curve"))
+        for name in self._names:  # saved before the curvature test: an empty excursion, no threshold
+            self._cusum.setdefault(name, self._empty_excursion())
         for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one
             e.setdefault("a", 1.0 if name in self._h and e["s"] > self._h[name][0] else 0.0)
         win = np.asarray(state["window"], dtype=float).reshape(4, -1)
