@@ -83,6 +83,24 @@ def gold_curve(ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
     return out
 
 
+def schedule(total: int = 2000, start: int = 500, doublings: float = 10.0) -> np.ndarray:
+    """n per audited pair: 1 until ``start``, then doubling evenly to 2**doublings at the end."""
+    t = np.arange(total)
+    return np.where(t < start, 1, np.round(2.0 ** (doublings * (t - start) / (total - start)))).astype(int)
+
+
+def stream_curve(seeds: int = 10, block: int = 100) -> list[tuple[int, int, float, float]]:
+    """(first pair, n there, mean proxy, mean gold) per block of the bench's stream, over seeds."""
+    n = schedule()
+    runs = [best_of(n, np.random.default_rng(1000 + s)) for s in range(seeds)]
+    p, g = np.mean([r[0] for r in runs], axis=0), np.mean([r[1] for r in runs], axis=0)
+    return [(b, int(n[b]), float(p[b:b + block].mean()), float(g[b:b + block].mean()))
+            for b in range(0, len(n), block)]
+
+
 if __name__ == "__main__":
     for n, p, g in gold_curve():
         print(f"n={n:5d}  proxy {p:6.2f}  gold {g:.3f}")
+    print("\nthe bench's stream (10 seeds), per block of 100 audited pairs:")
+    for b, n, p, g in stream_curve():
+        print(f"pairs {b:4d}+  n={n:5d}  proxy {p:6.2f}  gold {g:.3f}")
