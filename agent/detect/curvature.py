@@ -20,8 +20,8 @@ Two guards make it a test of *gains under optimisation* and keep its calibration
   slow EWMA by ``gate`` reference s.d. (an audit drop with a flat proxy is the level test's
   case). Skipping pairs by a rule that does not look at the audit cannot raise the false-alarm
   rate per pair.
-* **own spread**: ``d`` is divided by a slow EWMA of its own spread (mean absolute deviation
-  times sqrt(pi / 2)), so a bounded audit (a probability) whose spread changes under
+* **own spread**: ``d`` is divided by a fast EWMA (span ``fast``) of its own spread (mean absolute
+  deviation times sqrt(pi / 2)), so a bounded audit (a probability) whose spread changes under
   optimisation is read on its own current scale and a wider spread does not look like evidence.
 
 The CUSUM itself (``S = max(0, S - d / spread - k)``), its threshold and its share of the test's
@@ -54,7 +54,7 @@ SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|Z| * this = sigma for a Gaussian
 
 
 class CurvatureTrack:
-    """EWMAs behind the curvature test's increments: slow mean and spread of the level score,
+    """EWMAs behind the curvature test's increments: slow mean and fast spread of the level score,
     fast and slow means of the standardised proxy. ``update`` returns the increment toward alarm
     (before ``k``), or None while the proxy is not rising."""
 
@@ -76,7 +76,7 @@ class CurvatureTrack:
         inc = -d / self.z_spread if rising else None
         a_slow, a_fast = 2.0 / (self.slow + 1), 2.0 / (self.fast + 1)
         self.z_mean += a_slow * d
-        self.z_spread = max(self.z_spread + a_slow * (SQRT_HALF_PI * abs(d) - self.z_spread), 1e-6)
+        self.z_spread = max(self.z_spread + a_fast * (SQRT_HALF_PI * abs(d) - self.z_spread), 1e-6)
         self.x_fast += a_fast * (x - self.x_fast)
         self.x_slow += a_slow * (x - self.x_slow)
         return inc
