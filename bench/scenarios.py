@@ -216,7 +216,7 @@ def bounded_spread(n: int = 3000, start: int = 500) -> Scenario:
     return Scenario("bounded audit, spread grows, mean relation holds", None, n, make, LINE)
 
 
-def best_of_n(n: int = 2000, start: int = 500) -> Scenario:
+def best_of_n(n: int = 2000, start: int = 500, peak: int = 1150) -> Scenario:
     """Best-of-n against a trained reward model on real data (:mod:`bench.bestofn`): n doubles
     every 150 audited pairs from pair 500; the gold model's probability peaks over pairs 1100-1199
     (n ~ 16-25, ``python -m bench.bestofn``) and falls while the proxy keeps climbing."""
@@ -225,8 +225,9 @@ def best_of_n(n: int = 2000, start: int = 500) -> Scenario:
         p, g = best_of(schedule(n, start), rng)
         return _stream(p, g)
     # The oracle is told the gap at the end of the peak block (0.05 below the line, s.d. 0.22).
-    return Scenario("best-of-n vs a trained reward model (real data), gold peaks ~1150", start, n, make,
-                    Truth(0.51, 0.044, 0.22, "level", 0.25), note="caught before gold peaks", peak=1150)
+    per = (n - start) // 10
+    return Scenario(f"best-of-n vs a trained reward model (real data), n doubles every {per}, gold peaks ~{peak}",
+                    start, n, make, Truth(0.51, 0.044, 0.22, "level", 0.25), note="caught before gold peaks", peak=peak)
 
 
 def all_scenarios() -> list[Scenario]:

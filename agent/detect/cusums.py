@@ -31,6 +31,8 @@ BANK: tuple[tuple[str, str, float, float], ...] = (
     ("slope", "slope", 1.0, 0.2),
     ("curve", "curve", 0.5, 0.1),
 )
+# The tests besides the level test, and the reason each gives when it decides the state.
+OTHER_REASONS = {"slope": "relation_lost", "curve": "gains_bending"}
 CURVE_SLOW = 16  # the curvature test's slow EWMAs span this many times the detector's ``span``
 # Allowance table: distances of recent proxies from the reference mean, in reference s.d.
 GRID_STEP = 0.25

@@ -2,7 +2,7 @@
 
 One instance tests one (proxy, audit, segment). The first ``reference_pairs`` audited pairs
 (after start or :meth:`~DecouplingDetector.rebaseline`) fit a :class:`ReferenceRelation`, a line
-from proxy to audit. Every later pair is scored against it by two one-sided CUSUMs:
+from proxy to audit. Every later pair is scored against it by three one-sided CUSUMs:
 
 * **level**: the audit falls short of what the reference predicts from the proxy. It fires when
   the proxy is inflated (also far beyond the reference range, where the line keeps promising)
@@ -11,8 +11,10 @@ from proxy to audit. Every later pair is scored against it by two one-sided CUSU
 * **slope**: within recent traffic the audit no longer moves with the proxy (reason
   ``relation_lost``): a proxy turned into noise, or a gold curve that bends over while the proxy
   keeps climbing (Gao et al. 2022).
+* **curve**: while the proxy rises, the audit's gain per proxy unit falls below the reference's
+  (reason ``gains_bending``; :mod:`agent.detect.curvature`).
 
-Both thresholds come from one number, ``arl0`` (this test's expected audited pairs between
+The thresholds come from one number, ``arl0`` (this test's expected audited pairs between
 false alarms), through Siegmund's approximation averaged over the bias of the *estimated*
 reference (:mod:`agent.detect.calibration`); the tests split the budget (``BANK``). Scores are clipped,
 so heavy-tailed noise and 0/1 audits keep the calibration. Genuine improvement and mix shifts
@@ -20,17 +22,9 @@ move proxy and audit along the same line and leave both scores centred; the unce
 extrapolated slope is charged to the level test as an allowance that grows with the distance of
 recent proxies from the reference mean.
 
-For 0/1 audits the level CUSUM is designed for a pass-rate drop of ``binary_shift`` (audit
-units) instead of ``shift`` residual s.d. A reference with no residual spread (a 0/1 proxy equal
-to its audit, a constant audit) is smoothed by pseudo pairs (see :mod:`agent.detect.reference`).
-State version 4 adds the alarm latch (an alarm holds until its excursion ends); versions 2 and 3
-still load (version 2: k = shift / 2).
-
-Sampling weights (inverse inclusion probabilities) weight the reference fit, every estimate
-(``gap`` and its interval) and the level test's evidence: a pair's level score is multiplied by
-its weight over the recent mean audited weight (bounded), so the level CUSUM watches the
-population mean residual and is calibrated on the reference's own weighted scores. The slope
-test stays unweighted.
+0/1 audits (level test designed for a pass-rate drop ``binary_shift``), degenerate references
+(pseudo pairs), sampling weights (they weight the fit, the estimates and the level evidence) and
+the state versions (4: alarm latch; 2 and 3 still load) are described in docs/detection.md.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
@@ -56,20 +50,12 @@ import numpy as np
 
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.detect.curvature import CurvatureTrack
-from agent.detect.cusums import BANK, CURVE_SLOW, allowance_at, bank_thresholds
+from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.window import DeferredWindow
 from agent.detect.window import finite as _finite
-
-
-# The tests besides the level test, and the reason each gives when it decides the state.
-OTHER_REASONS = {"slope": "relation_lost", "curve": "gains_bending"}
-
-
-def _f(x: float | None) -> float | None:
-    """A JSON-friendly float: None for NaN/inf."""
-    return None if x is None or not math.isfinite(x) else float(x)
+from agent.detect.window import json_float as _f
 
 
 class DecouplingDetector(Detector):
@@ -153,10 +139,9 @@ class DecouplingDetector(Detector):
 
     @staticmethod
     def _empty_excursion() -> dict[str, float]:
-        # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero;
-        # sp: weighted (prediction - reference mean audit), the part of the gap the proxy moved;
-        # a: 1 once s crossed its alarm threshold in this excursion (the alarm holds until s
-        # returns to 0: one excursion, one alarm, as the run-length calibration counts them).
+        # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero; sp: weighted
+        # (prediction - reference mean audit), the part of the gap the proxy moved; a: 1 once s crossed its
+        # threshold in this excursion (the alarm holds until s returns to 0: one excursion, one alarm).
         return {"s": 0.0, "since": math.inf, "n": 0.0, "sw": 0.0, "sg": 0.0, "sp": 0.0, "a": 0.0}
 
     # -- observations -----------------------------------------------------------------------
