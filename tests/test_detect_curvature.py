@@ -58,7 +58,7 @@ def test_a_bounded_audit_whose_spread_grows_does_not_read_as_bending_gains() -> 
         inc = track.update(z, d + rng.normal())
         s = max(0.0, s + inc - 0.25) if inc is not None else s
         peak = max(peak, s)
-    assert peak < 20.0  # its threshold at the default budget is ~24
+    assert peak < 20.0  # its threshold at the default budget is ~27
 
 
 def test_the_curvature_state_round_trips_and_states_from_before_it_load() -> None:
@@ -103,9 +103,9 @@ def test_the_curvature_test_takes_its_share_of_the_budget() -> None:
 def test_a_proxy_rising_along_the_line_keeps_the_false_alarm_budget(noise: str) -> None:
     # The null the curvature test is exposed to: the proxy keeps rising (its gate is open) and
     # the audit follows the reference line. Small arl0 so the count means something; the
-    # curvature CUSUM's own crossings are held to its share (a tenth), all alarms to the budget.
+    # curvature CUSUM's own crossings are held to its share (a twentieth), all alarms to the budget.
     arl0, n, reps = 1_000.0, 6_000, 6
-    curve_share = 0.1
+    curve_share = 0.05
     alarms = crossings = pairs = 0
     for rep in range(reps):
         rng = np.random.default_rng(300 + rep)

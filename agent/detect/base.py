@@ -73,7 +73,7 @@ class Verdict:
 
     ``statistic`` and ``threshold`` are the decision statistic and the alarm threshold it is
     compared with (NaN when not applicable, e.g. while warming up). ``reason`` is a short
-    machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost",
+    machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost", "gains_bending",
     ...) that events carry; code tests ``warming_up``, never the word. ``estimates`` are the facts
     the pipeline copies into events and exported series.
 

@@ -29,20 +29,21 @@ false-alarm budget live in :mod:`agent.detect.cusums` and :mod:`agent.detect.dec
 the other tests'. In control ``zbar`` is off the true mean by ~N(0, 1/slow): the calibration
 averages the rate over that as a bias (``tau``), as it does for the reference's own error.
 
-A reference line that promised 0.6 audit s.d. per proxy s.d.; from pair 500 the proxy climbs 3
-s.d. over 1500 pairs while the audit gains ``d - d^2 / 4`` (early gains above the line, halved at
-pair 1000, peak at pair 1500, below the line from pair 1300):
+A reference line that promised 0.3 audit s.d. per proxy s.d.; from pair 500 the proxy climbs 1
+s.d. per 500 pairs; the audit gains 1 per proxy s.d. (a surplus) until pair 1000, then nothing.
+The residual stays above the reference line until about pair 2170, and a level CUSUM on it (k = 0.5,
+h = 13) does not fire within 3000 pairs; the curvature CUSUM does:
 
 >>> import numpy as np
->>> rng = np.random.default_rng(0)
+>>> rng = np.random.default_rng(2)
 >>> track, s, fired = CurvatureTrack(slow=1600, fast=100), 0.0, None
->>> for t in range(2200):
-...     d = 3.0 * max(t - 500, 0) / 1500
-...     inc = track.update(0.4 * d - d * d / 4 + rng.normal(), d + rng.normal())
+>>> for t in range(3000):
+...     d = max(t - 500, 0) / 500
+...     inc = track.update(min(d, 1.0) - 0.3 * d + rng.normal(), d + rng.normal())
 ...     s = max(0.0, s + inc - 0.25) if inc is not None else s
-...     fired = t if fired is None and s > 25 else fired
->>> fired  # a level CUSUM (k = 0.5, h = 13) on the same residuals fires at 1557
-1749
+...     fired = t if fired is None and s > 27 else fired
+>>> fired
+2347
 """
 
 from __future__ import annotations
