@@ -43,7 +43,7 @@ class Shape:
     proxies: int
     audits: int
     segments: int  # 0: no segments (one pair per proxy and audit)
-    cap: int | None | str = "default"  # segments.max_exported; "default": leave the key out
+    cap: int | str | None = "default"  # segments.max_exported; "default": leave the key out
 
     @property
     def name(self) -> str:
