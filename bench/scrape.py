@@ -188,14 +188,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="scrapes per shape")
     parser.add_argument("--quick", action="store_true", help="leave out the 5×4×1000 shapes")
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run (1-5; 6: the backlog)")
     args = parser.parse_args()
+    only = {int(n) for n in args.only.split(",") if n.strip()}
     logging.disable(logging.ERROR)
     shapes = [(Shape(1, 1, 0), 40), (Shape(3, 2, 10), 25), (Shape(5, 4, 50), 25)]
     if not args.quick:
         shapes += [(Shape(5, 4, 1000, cap=None), 22), (Shape(5, 4, 1000), 22)]
     print("| shape | /metrics min | median | bytes | full build (before #16) | build / scrape | /healthz |")
     print("|---|---|---|---|---|---|---|")
-    for shape, per_segment in shapes:
+    for number, (shape, per_segment) in enumerate(shapes, 1):
+        if only and number not in only:
+            continue
         repeat = args.repeat if shape.segments < 1000 or shape.cap not in (None, "default") else 3
         row = measure(shape, repeat if shape.cap is not None else 3, per_segment)
         if row is None:
@@ -204,6 +208,8 @@ def main() -> int:
         print(f"| {row['shape']} | {row['min'] * 1e3:.1f} ms | {row['median'] * 1e3:.1f} ms | "
               f"{row['bytes'] / 1e6:.2f} MB | {row['build'] * 1e3:.1f} ms | {row['build'] / row['median']:.1f}× | "
               f"{row['healthz'] * 1e3:.2f} ms |", flush=True)
+    if only and 6 not in only:
+        return 0
     b = backlog(args.repeat)
     print(f"\nscrape during an ingest backlog (5×4×50, 5,000-record batches back to back, a detect step every "
           f"third; one batch + step median {b['step'] * 1e3:.0f} ms): median {b['median'] * 1e3:.1f} ms, "
