@@ -213,7 +213,8 @@ def main() -> int:
         return 0
     b = backlog(args.repeat)
     print(f"\nscrape during an ingest backlog (5×4×50, {BACKLOG_BATCH:,}-record batches back to back, "
-          f"a detect step every third; one batch + step median {b['step'] * 1e3:.0f} ms): median {b['median'] * 1e3:.1f} ms, "
+          f"a detect step every third; one batch + step median {b['step'] * 1e3:.0f} ms): "
+          f"median {b['median'] * 1e3:.1f} ms, "
           f"worst {b['max'] * 1e3:.1f} ms (idle median {b['idle'] * 1e3:.1f} ms; worst / idle "
           f"{b['max'] / b['idle']:.1f}×)")
     return 0
