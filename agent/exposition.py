@@ -75,7 +75,9 @@ class CachedExposition(Collector):
         with self._rebuilding:
             families = list(self.source.collect())
             built = _Built(families, self._built.generation + 1)
-            for openmetrics in sorted(self._wanted):
+            with self._render_lock:
+                wanted = sorted(self._wanted)
+            for openmetrics in wanted:
                 built.bodies[openmetrics] = render(families, openmetrics)
             self._built = built
 
