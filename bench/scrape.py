@@ -197,7 +197,7 @@ def main() -> int:
     if not args.quick:
         # 10 records a segment: the 1000-segment pairs stay warming up (no 20,000 reference fits to wait for)
         shapes += [(Shape(5, 4, 1000, cap=None), 10), (Shape(5, 4, 1000), 10)]
-    print("| shape | /metrics min | median | bytes | full build (before #16) | build / scrape | /healthz |")
+    print("| shape | /metrics min | median | bytes | built at scrape time (before #16) | build / scrape | /healthz |")
     print("|---|---|---|---|---|---|---|")
     for number, (shape, per_segment) in enumerate(shapes, 1):
         if only and number not in only:
