@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from support import parse_metrics
+from support import parse_metrics, wait_until
 
 from agent.clock import VirtualClock
 from agent.config import ConfigError, config_from_mapping
@@ -48,6 +48,9 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     running.pipeline.ingest_items("test", [rec(i, "billing", 1.0) for i in range(30)])
     running.pipeline.detect()
     running.start()
+    for task in ("detect", "ingest"):  # every job runs once at start; then not for an hour
+        wait_until(lambda t=task: (stats := running.wired.jobs.stats.get(t)) is not None and stats.runs >= 1,
+                   what=f"the first scheduled {task} step")
     yield running
     running.stop()
 
