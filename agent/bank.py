@@ -120,7 +120,8 @@ class DetectorBank:
         return detector
 
     def feed(self) -> None:
-        """Everything the store received since the cursors."""
+        """Everything the store received since the cursors: the rows just stored come from memory
+        (the store's feed logs, agent/store/feed.py), older ones from SQLite; the logs then let go."""
         outputs, pairs = self.cursors["detect.outputs"], self.cursors["detect.pairs"]
         while rows := self.store.outputs_since(outputs):
             for row in rows:
@@ -138,6 +139,7 @@ class DetectorBank:
                     self.detector((pair_row.proxy, pair_row.audit, pair_row.segment)).observe_pair(obs)
             pairs = audited[-1].seq
         self.cursors = {"detect.outputs": outputs, "detect.pairs": pairs}
+        self.store.release_feed(outputs, pairs)
 
     def _plausible(self, kind: str, metric: str, value: float, counted: bool = True) -> bool:
         """Whether ``value`` may reach the detectors; a proxy value is judged (and counted) once, with
