@@ -68,6 +68,7 @@ class Ingester:
         self.output_hooks: list[OutputHook] = []
         self.excerpt: Excerpt | None = None  # set when evidence.keep_text is on
         self.last_record_ts: dict[str, float] = {}
+        self._means: list[tuple[tuple[str, ...], float, float]] = []  # a batch's values, added once it is stored
 
     def parse(self, item: bytes | dict[str, Any]) -> Record | Rejection:
         return self.parser.parse_decoded(item) if isinstance(item, dict) else self.parser.parse_line(item)
@@ -86,6 +87,7 @@ class Ingester:
         batch = self.store.join_batch([p.id for p in parsed_items if isinstance(p, Record)])
         expires_at = now + self.label_ttl
         latest: float | None = None
+        self._means.clear()
         for parsed in parsed_items:
             for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
                 tally.count("metric_failures_total", proxy=proxy, reason=reason)
@@ -97,6 +99,8 @@ class Ingester:
                 result.accepted += 1
                 latest = ts if latest is None or ts > latest else latest
         self.store.flush_batch(batch)
+        self.means.add_many(self._means)
+        self._means.clear()
         if latest is not None:
             self.last_record_ts[source] = max(self.last_record_ts.get(source, 0.0), latest)
 
@@ -110,7 +114,7 @@ class Ingester:
                 return False
             if label.joined:
                 self._joined(tally, result)
-                self.add_audit_means(label.segment, record.audits, now)
+                self._audit_means(label.segment, record.audits, now)
             return True
         joined = batch.output(record.id, ts, segment, record.proxies, record.audits, expires_at)
         if joined.duplicate:
@@ -118,7 +122,7 @@ class Ingester:
             return False
         if joined.early_label:
             self._joined(tally, result)
-        self.add_audit_means(joined.segment, joined.joined, now)
+        self._audit_means(joined.segment, joined.joined, now)
         if joined.output is not None:
             self._add_proxy_means(segment, record.proxies, now)
             if self.excerpt is not None:
@@ -135,12 +139,21 @@ class Ingester:
         result.joined += 1
 
     def _add_proxy_means(self, segment: str | None, proxies: dict[str, float], now: float) -> None:
+        means = self._means
         for name, value in proxies.items():
-            self.means.add(("proxy", name, ALL), now, value)
+            means.append((("proxy", name, ALL), now, value))
             if segment is not None:
-                self.means.add(("proxy", name, segment), now, value)
+                means.append((("proxy", name, segment), now, value))
+
+    def _audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
+        means = self._means
+        for name, value in audits.items():
+            means.append((("audit", name, ALL), now, value))
+            if segment is not None:
+                means.append((("audit", name, segment), now, value))
 
     def add_audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
+        """An audit joined outside a batch (a judge's or grader's score)."""
         for name, value in audits.items():
             self.means.add(("audit", name, ALL), now, value)
             if segment is not None:

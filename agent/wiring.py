@@ -27,10 +27,12 @@ from agent.exporter import AgentCollector, Block, HealthCheck, RecordsCollector
 from agent.forward import Forwarder, ForwarderView, GatewayClient, identity_from_env
 from agent.pipeline import Pipeline
 from agent.scheduler import Jobs, Step
-from agent.sources.base import Ingest, Source
+from agent.sources.base import Drained, Ingest, Source
 from agent.store import Store
 
-INGEST_BATCHES_PER_RUN = 20  # bounds one ingest step so shutdown and detect are never starved
+#: bounds one ingest step, so that shutdown is never kept waiting (the daemon runs another at once while a
+#: backlog lasts, checking for shutdown in between)
+INGEST_BATCHES_PER_RUN = 20
 
 
 class Scheduler(Protocol):
@@ -54,7 +56,7 @@ class Assembly(Protocol):
     @property
     def source(self) -> Source: ...
 
-    def ingest_step(self) -> int: ...
+    def ingest_step(self) -> Drained: ...
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry: ...
 
@@ -104,9 +106,9 @@ class Wired:
         """The first (with ``source:``, the only) source."""
         return self.sources[0]
 
-    def ingest_step(self) -> int:
-        """One bounded read of each source (the daemon's ``ingest`` job)."""
-        return sum(self.pipeline.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
+    def ingest_step(self) -> Drained:
+        """One bounded read of each source (the daemon's ``ingest`` job runs it again while ``more``)."""
+        return sum((self.pipeline.drain(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources), Drained())
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry:
         """A registry with the agent's collector: what ``/metrics`` serves (``config_attempts``: how
@@ -148,9 +150,9 @@ class WiredForwarder:
     def source(self) -> Source:
         return self.sources[0]
 
-    def ingest_step(self) -> int:
+    def ingest_step(self) -> Drained:
         """One bounded read of each source into the buffer (the daemon's ``ingest`` job)."""
-        return sum(self.forwarder.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
+        return sum((self.forwarder.drain(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources), Drained())
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)

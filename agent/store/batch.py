@@ -78,11 +78,13 @@ def _chunks(ids: list[str]) -> Iterable[tuple[list[str], str]]:
         yield chunk, ",".join("?" * len(chunk))
 
 
-def next_seq(conn: sqlite3.Connection, table: str) -> int:
-    """The number AUTOINCREMENT would give the next row of ``table``."""
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    top = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]  # noqa: S608 (a fixed table name)
-    return max(int(row[0]) if row else 0, int(top or 0)) + 1
+def next_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The numbers AUTOINCREMENT would give the next output and the next audited output (one more
+    than the largest ever used: ``sqlite_sequence``, or the largest row should it lag)."""
+    row = conn.execute(
+        "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'outputs'), (SELECT max(seq) FROM outputs),"
+        " (SELECT seq FROM sqlite_sequence WHERE name = 'pairs'), (SELECT max(seq) FROM pairs)").fetchone()
+    return max(row[0] or 0, row[1] or 0) + 1, max(row[2] or 0, row[3] or 0) + 1
 
 
 class JoinBatch:
@@ -95,8 +97,7 @@ class JoinBatch:
         self.early: dict[str, EarlyLabel] = {}
         self.pair_keys: set[tuple[str, str, str]] = set()
         self._read(list(dict.fromkeys(ids)))
-        self.first_output = self._next_output = next_seq(conn, "outputs")
-        self.first_pair = self._next_pair = next_seq(conn, "pairs")
+        self.first_output, self.first_pair = self._next_output, self._next_pair = next_seqs(conn)
         self.new_outputs: list[OutputRow] = []
         self._output_rows: list[list[object]] = []
         self._new_index: dict[str, int] = {}

@@ -1,0 +1,121 @@
+"""How fast a running daemon drains a JSONL backlog, against reading and decoding the same file.
+
+    python -m bench.drain [--records 100000]
+
+A real ``goodhart-agent run`` subprocess (a temporary state directory, /metrics on 127.0.0.1)
+follows a JSONL file written beforehand (``bench.replay_speed.write_stream``: two thirds outputs,
+one third late labels) from its beginning. /metrics is scraped every ``--every`` seconds until
+``goodhart_records_total`` reaches the file's records; the rate is counted from the first scrape
+that shows a record (process start and imports are reported apart), and the longest stretch of
+scrapes without progress while records were still waiting is reported as the largest idle gap
+(the ingest job used to wait for its next run after each 20 × 5,000 records). The baseline, in the
+same run, is a bare loop reading the file and ``json.loads``-ing each line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench.replay_speed import CONFIG, write_stream
+
+SERIES = re.compile(rb'^goodhart_records_total\{source="jsonl"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(url: str) -> int | None:
+    try:
+        body = requests.get(url, timeout=5).content
+    except requests.RequestException:
+        return None  # not listening yet
+    found = SERIES.search(body)
+    return int(float(found.group(1))) if found else 0
+
+
+def drain(stream: Path, records: int, tmp: Path, every: float, timeline: bool = False) -> dict[str, float]:
+    """Start the daemon on ``stream`` and time it until every record is counted."""
+    port = free_port()
+    config = {**CONFIG, "state_dir": str(tmp / "state"), "listen": f"127.0.0.1:{port}",
+              "source": {"type": "jsonl", "path": str(stream), "start_at": "beginning"}}
+    (tmp / "config.yaml").write_text(json.dumps(config))
+    url = f"http://127.0.0.1:{port}/metrics"
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(tmp / "config.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "agent.log", "wb"), env=os.environ.copy())
+    try:
+        first = last_change = None
+        gap = 0.0
+        count = previous = at_first = 0
+        while count < records:
+            if proc.poll() is not None:
+                raise SystemExit(f"the agent exited ({proc.returncode}); see its log: {tmp / 'agent.log'}")
+            if time.perf_counter() - started > 600:
+                raise SystemExit(f"not drained after 600 s ({count} of {records} records)")
+            time.sleep(every)
+            now = time.perf_counter()
+            count = scrape(url) or 0
+            if count and first is None:
+                first = last_change = now
+                at_first = count
+            elif count != previous and last_change is not None:
+                gap = max(gap, now - last_change)
+                last_change = now
+            previous = count
+            if timeline:
+                print(f"  {now - started:7.2f} s  {count}", file=sys.stderr)
+        done = time.perf_counter()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert first is not None
+    return {"to_first": first - started, "drain": done - first, "total": done - started, "gap": gap,
+            "drained": records - at_first}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--every", type=float, default=0.1, help="seconds between two scrapes")
+    parser.add_argument("--timeline", action="store_true", help="print every scrape's count to stderr")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        stream = tmp / "stream.jsonl"
+        write_stream(stream, args.records)
+        with open(stream, "rb") as f:
+            lines = sum(1 for _ in f)
+        started = time.perf_counter()
+        with open(stream, "rb") as f:
+            for line in f:
+                json.loads(line)
+        baseline = time.perf_counter() - started
+        times = drain(stream, lines, tmp, args.every, args.timeline)
+    # counted from the first scrape that shows records (process start and imports apart)
+    rate = times["drained"] / times["drain"]
+    print(f"records: {lines}")
+    print(f"baseline (read + json.loads): {baseline:.2f} s  ({lines / baseline:,.0f} records/s)")
+    print(f"start until the first record counted: {times['to_first']:.2f} s")
+    print(f"goodhart-agent run, drain:    {times['drain']:.2f} s  ({rate:,.0f} records/s, from the first "
+          f"record counted: {times['drained']:,.0f} records)")
+    print(f"start to drained:             {times['total']:.2f} s  ({lines / times['total']:,.0f} records/s)")
+    print(f"largest idle gap while behind: {times['gap']:.2f} s (scrapes every {args.every} s)")
+    print(f"drain rate / baseline rate:   {rate / (lines / baseline):.0%}")
+
+
+if __name__ == "__main__":
+    main()
