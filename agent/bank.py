@@ -127,12 +127,13 @@ class DetectorBank:
             for row in rows:
                 self._feed_output(row.ts, row.segment, row.proxies)
             outputs = rows[-1].seq
+        directions = self.directions
         while audited := self.store.pairs_since(pairs):
             for pair_row in audited:
                 if not (self._plausible("proxy", pair_row.proxy, pair_row.proxy_value, counted=False)
                         and self._plausible("audit", pair_row.audit, pair_row.audit_value)):
                     continue
-                obs = PairObservation(pair_row.ts, pair_row.proxy_value * self.directions.get(pair_row.proxy, 1.0),
+                obs = PairObservation(pair_row.ts, pair_row.proxy_value * directions.get(pair_row.proxy, 1.0),
                                       pair_row.audit_value, pair_row.weight)
                 self.detector((pair_row.proxy, pair_row.audit, ALL)).observe_pair(obs)
                 if pair_row.segment is not None:

@@ -47,23 +47,29 @@ def scrape(url: str) -> int | None:
     return int(float(found.group(1))) if found else 0
 
 
-def drain(stream: Path, records: int, tmp: Path, every: float, timeline: bool = False) -> dict[str, float]:
-    """Start the daemon on ``stream`` and time it until every record is counted."""
+def drain(stream: Path, records: int, tmp: Path, every: float, timeline: bool = False,
+          pythonpath: str | None = None) -> dict[str, float]:
+    """Start the daemon on ``stream`` (a new state directory) and time it until every record is counted."""
     port = free_port()
-    config = {**CONFIG, "state_dir": str(tmp / "state"), "listen": f"127.0.0.1:{port}",
+    state = Path(tempfile.mkdtemp(dir=tmp))
+    config = {**CONFIG, "state_dir": str(state), "listen": f"127.0.0.1:{port}",
               "source": {"type": "jsonl", "path": str(stream), "start_at": "beginning"}}
-    (tmp / "config.yaml").write_text(json.dumps(config))
+    (state / "config.yaml").write_text(json.dumps(config))
     url = f"http://127.0.0.1:{port}/metrics"
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(tmp / "config.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "agent.log", "wb"), env=os.environ.copy())
+    with open(state / "agent.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(state / "config.yaml")],
+                                stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
         first = last_change = None
         gap = 0.0
         count = previous = at_first = 0
         while count < records:
             if proc.poll() is not None:
-                raise SystemExit(f"the agent exited ({proc.returncode}); see its log: {tmp / 'agent.log'}")
+                raise SystemExit(f"the agent exited ({proc.returncode}); see its log: {state / 'agent.log'}")
             if time.perf_counter() - started > 600:
                 raise SystemExit(f"not drained after 600 s ({count} of {records} records)")
             time.sleep(every)
@@ -92,7 +98,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--every", type=float, default=0.1, help="seconds between two scrapes")
     parser.add_argument("--timeline", action="store_true", help="print every scrape's count to stderr")
+    parser.add_argument("--compare", metavar="DIR", help="also drain with the agent on this PYTHONPATH")
     args = parser.parse_args()
+    agents = {"this": os.environ.get("PYTHONPATH")} | ({"compared": args.compare} if args.compare else {})
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         stream = tmp / "stream.jsonl"
@@ -104,17 +112,16 @@ def main() -> None:
             for line in f:
                 json.loads(line)
         baseline = time.perf_counter() - started
-        times = drain(stream, lines, tmp, args.every, args.timeline)
-    # counted from the first scrape that shows records (process start and imports apart)
-    rate = times["drained"] / times["drain"]
+        results = {agent: drain(stream, lines, tmp, args.every, args.timeline, path) for agent, path in agents.items()}
     print(f"records: {lines}")
     print(f"baseline (read + json.loads): {baseline:.2f} s  ({lines / baseline:,.0f} records/s)")
-    print(f"start until the first record counted: {times['to_first']:.2f} s")
-    print(f"goodhart-agent run, drain:    {times['drain']:.2f} s  ({rate:,.0f} records/s, from the first "
-          f"record counted: {times['drained']:,.0f} records)")
-    print(f"start to drained:             {times['total']:.2f} s  ({lines / times['total']:,.0f} records/s)")
-    print(f"largest idle gap while behind: {times['gap']:.2f} s (scrapes every {args.every} s)")
-    print(f"drain rate / baseline rate:   {rate / (lines / baseline):.0%}")
+    for agent, times in results.items():
+        rate = times["drained"] / times["drain"]  # from the first scrape that shows records
+        print(f"[{agent}] start until the first record counted: {times['to_first']:.2f} s")
+        print(f"[{agent}] drain: {times['drain']:.2f} s for {times['drained']:,.0f} records: {rate:,.0f} records/s "
+              f"({rate / (lines / baseline):.0%} of the baseline's rate); start to drained {times['total']:.2f} s")
+        print(f"[{agent}] largest stretch without progress while behind: {times['gap']:.2f} s "
+              f"(scrapes every {args.every} s)")
 
 
 if __name__ == "__main__":
