@@ -1,6 +1,6 @@
 """How fast a running daemon drains a JSONL backlog, against reading and decoding the same file.
 
-    python -m bench.drain [--records 100000]
+    python -m bench.drain [--records 100000] [--compare DIR] [--in-process]
 
 A real ``goodhart-agent run`` subprocess (a temporary state directory, /metrics on 127.0.0.1)
 follows a JSONL file written beforehand (``bench.replay_speed.write_stream``: two thirds outputs,
@@ -115,12 +115,41 @@ def drain(stream: Path, ends: list[int], tmp: Path, every: float, timeline: bool
             "drained": records - at_first}
 
 
+def in_process(stream: Path, tmp: Path) -> tuple[float, float]:
+    """CPU-seconds of ``Pipeline.ingest`` over the whole file, then of one detect step over it, in
+    this process (no scheduler, no HTTP): the ingest path's own cost."""
+    from agent.clock import WallClock
+    from agent.config import config_from_mapping
+    from agent.pipeline import Pipeline
+    from agent.sources.jsonl import JsonlSource
+    from agent.store import Store
+
+    state = Path(tempfile.mkdtemp(dir=tmp))
+    config = config_from_mapping({**CONFIG, "state_dir": str(state),
+                                  "source": {"type": "jsonl", "path": str(stream)}}, {})
+    store = Store(state)
+    pipeline = Pipeline(config, store, WallClock())
+    source = JsonlSource(stream, config.limits.max_record_bytes, None, "beginning")
+    started = time.process_time()
+    pipeline.ingest(source)
+    ingest = time.process_time() - started
+    started = time.process_time()
+    pipeline.detect()
+    detect = time.process_time() - started
+    source.close()
+    store.close()
+    return ingest, detect
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--every", type=float, default=0.05, help="seconds between two progress reads")
     parser.add_argument("--timeline", action="store_true", help="print every scrape's count to stderr")
     parser.add_argument("--compare", metavar="DIR", help="also drain with the agent on this PYTHONPATH")
+    parser.add_argument("--in-process", action="store_true",
+                        help="instead: CPU-seconds of Pipeline.ingest over the file and one detect step, in this "
+                             "process (to time another checkout, run this file from within it)")
     args = parser.parse_args()
     agents = {"this": os.environ.get("PYTHONPATH")} | ({"compared": args.compare} if args.compare else {})
     with tempfile.TemporaryDirectory() as name:
@@ -134,6 +163,12 @@ def main() -> None:
             for line in f:
                 json.loads(line)
         baseline = time.perf_counter() - started
+        if args.in_process:
+            ingest, detect = in_process(stream, tmp)
+            print(f"records: {lines}; baseline (read + json.loads): {baseline:.2f} s")
+            print(f"Pipeline.ingest: {ingest:.2f} CPU-s ({ingest / lines * 1e6:.1f} µs a record, "
+                  f"{ingest / baseline:.1f}x the baseline); one detect step over it: {detect:.2f} CPU-s")
+            return
         results = {agent: drain(stream, ends, tmp, args.every, args.timeline, path) for agent, path in agents.items()}
     print(f"records: {lines}")
     print(f"baseline (read + json.loads): {baseline:.2f} s  ({lines / baseline:,.0f} records/s)")
