@@ -120,24 +120,27 @@ class DetectorBank:
         return detector
 
     def feed(self) -> None:
-        """Everything the store received since the cursors."""
+        """Everything the store received since the cursors: the rows just stored come from memory
+        (the store's feed logs, agent/store/feed.py), older ones from SQLite; the logs then let go."""
         outputs, pairs = self.cursors["detect.outputs"], self.cursors["detect.pairs"]
         while rows := self.store.outputs_since(outputs):
             for row in rows:
                 self._feed_output(row.ts, row.segment, row.proxies)
             outputs = rows[-1].seq
+        directions = self.directions
         while audited := self.store.pairs_since(pairs):
             for pair_row in audited:
                 if not (self._plausible("proxy", pair_row.proxy, pair_row.proxy_value, counted=False)
                         and self._plausible("audit", pair_row.audit, pair_row.audit_value)):
                     continue
-                obs = PairObservation(pair_row.ts, pair_row.proxy_value * self.directions.get(pair_row.proxy, 1.0),
+                obs = PairObservation(pair_row.ts, pair_row.proxy_value * directions.get(pair_row.proxy, 1.0),
                                       pair_row.audit_value, pair_row.weight)
                 self.detector((pair_row.proxy, pair_row.audit, ALL)).observe_pair(obs)
                 if pair_row.segment is not None:
                     self.detector((pair_row.proxy, pair_row.audit, pair_row.segment)).observe_pair(obs)
             pairs = audited[-1].seq
         self.cursors = {"detect.outputs": outputs, "detect.pairs": pairs}
+        self.store.release_feed(outputs, pairs)
 
     def _plausible(self, kind: str, metric: str, value: float, counted: bool = True) -> bool:
         """Whether ``value`` may reach the detectors; a proxy value is judged (and counted) once, with

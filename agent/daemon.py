@@ -180,8 +180,10 @@ class Agent:
 
     # -- steps and handlers --------------------------------------------------------------------------
     def _ingest(self) -> None:
-        if not self._stopping.is_set():
-            self.wired.ingest_step()
+        """Bounded steps, one after the other while a backlog lasts (a step that stopped at its cap):
+        catching up never idles until the next interval; a shutdown is seen between steps."""
+        while not self._stopping.is_set() and self.wired.ingest_step().more:
+            pass
 
     def _probe_store(self) -> None:
         problem = self.store.probe_write(time.time())

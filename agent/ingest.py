@@ -1,8 +1,9 @@
 """Ingest: a source's items become records, records are joined in the store, and it all gets counted.
 
-One item at a time: parse (agent/records.py), fold the segment, one store call that applies the
-join rules (agent/store/join.py), then the counts, the window means and the output hooks (the
-audit sampler). The caller holds the transaction, so a batch and its source offset commit together.
+A batch at a time: parse every item (agent/records.py), read what the store holds for the batch's
+ids, then per record fold the segment, apply the join rules in memory (agent/store/batch.py), the
+counts, the window means and the output hooks (the audit sampler); the rows are written at the end
+with one statement per table. The caller holds the transaction, so a batch and its source offset commit together.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from agent.core import ALL, OTHER_SEGMENT, lookup
 from agent.counters import Tally
 from agent.records import Record, RecordParser, Rejection
 from agent.sources.base import IngestResult
-from agent.store import KnownIds, OutputRow, Store
+from agent.store import JoinBatch, OutputRow, Store
 from agent.windows import RollingMeans
 
 #: called for each new output inside the ingest transaction (the audit sampler queues judge work)
@@ -67,6 +68,7 @@ class Ingester:
         self.output_hooks: list[OutputHook] = []
         self.excerpt: Excerpt | None = None  # set when evidence.keep_text is on
         self.last_record_ts: dict[str, float] = {}
+        self._means: list[tuple[tuple[str, ...], float, float]] = []  # a batch's values, added once it is stored
 
     def parse(self, item: bytes | dict[str, Any]) -> Record | Rejection:
         return self.parser.parse_decoded(item) if isinstance(item, dict) else self.parser.parse_line(item)
@@ -76,42 +78,51 @@ class Ingester:
         """Parse (unless already parsed) and store each item, counting what happened to it.
 
         The whole batch is parsed first, so that what the store already holds for its ids is read
-        with one query per table (:meth:`Store.known_ids`) rather than a few per record."""
+        with a few queries (:meth:`Store.join_batch`), the join is decided in memory record by
+        record, and the new rows are written with one statement per table at the end."""
         parsed_items = [item if isinstance(item, Record | Rejection) else self.parse(item) for item in items]
-        records = [p for p in parsed_items if isinstance(p, Record)]
-        known = self.store.known_ids([r.id for r in records if r.is_output], [r.id for r in records if not r.is_output])
+        if not parsed_items:
+            return
+        tally.count("records_total", len(parsed_items), source=source)
+        batch = self.store.join_batch([p.id for p in parsed_items if isinstance(p, Record)])
+        expires_at = now + self.label_ttl
+        latest: float | None = None
+        self._means.clear()
         for parsed in parsed_items:
-            tally.count("records_total", source=source)
             for proxy, reason in parsed.problems:  # a computed proxy failed: the record goes on without it
                 tally.count("metric_failures_total", proxy=proxy, reason=reason)
             if isinstance(parsed, Rejection):
                 reject(tally, result, parsed.reason)
                 continue
             ts = parsed.ts if parsed.ts is not None else now
-            if self._store_record(parsed, ts, now, tally, result, known):
+            if self._store_record(parsed, ts, now, expires_at, tally, result, batch):
                 result.accepted += 1
-                self.last_record_ts[source] = max(self.last_record_ts.get(source, 0.0), ts)
+                latest = ts if latest is None or ts > latest else latest
+        self.store.flush_batch(batch)
+        self.means.add_many(self._means)
+        self._means.clear()
+        if latest is not None:
+            self.last_record_ts[source] = max(self.last_record_ts.get(source, 0.0), latest)
 
-    def _store_record(self, record: Record, ts: float, now: float, tally: Tally, result: IngestResult,
-                      known: KnownIds) -> bool:
+    def _store_record(self, record: Record, ts: float, now: float, expires_at: float, tally: Tally,
+                      result: IngestResult, batch: JoinBatch) -> bool:
         segment = self.segments.fold(record.segment, ts)
-        expires_at = now + self.label_ttl
         if not record.is_output:
-            label = self.store.join_label(record.id, ts, record.audits, 1.0, expires_at, known)
+            label = batch.label(record.id, ts, record.audits, 1.0, expires_at)
             if label.duplicate:  # every value it carries is already joined
                 reject(tally, result, "duplicate")
                 return False
             if label.joined:
                 self._joined(tally, result)
-                self.add_audit_means(label.segment, record.audits, now)
+                self._audit_means(label.segment, record.audits, now)
             return True
-        joined = self.store.join_output(record.id, ts, segment, record.proxies, record.audits, expires_at, known)
+        joined = batch.output(record.id, ts, segment, record.proxies, record.audits, expires_at)
         if joined.duplicate:
             reject(tally, result, "duplicate")
             return False
         if joined.early_label:
             self._joined(tally, result)
-        self.add_audit_means(joined.segment, joined.joined, now)
+        self._audit_means(joined.segment, joined.joined, now)
         if joined.output is not None:
             self._add_proxy_means(segment, record.proxies, now)
             if self.excerpt is not None:
@@ -128,12 +139,21 @@ class Ingester:
         result.joined += 1
 
     def _add_proxy_means(self, segment: str | None, proxies: dict[str, float], now: float) -> None:
+        means = self._means
         for name, value in proxies.items():
-            self.means.add(("proxy", name, ALL), now, value)
+            means.append((("proxy", name, ALL), now, value))
             if segment is not None:
-                self.means.add(("proxy", name, segment), now, value)
+                means.append((("proxy", name, segment), now, value))
+
+    def _audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
+        means = self._means
+        for name, value in audits.items():
+            means.append((("audit", name, ALL), now, value))
+            if segment is not None:
+                means.append((("audit", name, segment), now, value))
 
     def add_audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
+        """An audit joined outside a batch (a judge's or grader's score)."""
         for name, value in audits.items():
             self.means.add(("audit", name, ALL), now, value)
             if segment is not None:

@@ -26,7 +26,7 @@ from agent.detect.base import Detector
 from agent.detect.factory import detector_factory, detector_settings
 from agent.ingest import Ingester, SegmentFolder, excerpt_reader
 from agent.records import Record, RecordParser, Rejection
-from agent.sources.base import Batch, IngestResult, Source
+from agent.sources.base import Batch, Drained, IngestResult, Source, drain
 from agent.store import OutputRow, Store
 from agent.validity import ValidityTracker
 from agent.view import PipelineView
@@ -113,17 +113,12 @@ class Pipeline:
     # -- ingest ----------------------------------------------------------------------------------------
     def ingest(self, source: Source, max_batches: int | None = None) -> int:
         """Drain a source batch by batch; returns how many items were read."""
-        total = batches = 0
+        return self.drain(source, max_batches).items
+
+    def drain(self, source: Source, max_batches: int | None = None) -> Drained:
+        """Up to ``max_batches`` batches of a source; says whether more are waiting."""
         max_items = next((s.max_batch_records for s in self.config.source_list if s.source_name == source.name), 5000)
-        while max_batches is None or batches < max_batches:
-            batch = source.read(max_items)
-            if not batch.items and not batch.too_large and batch.offset is None:
-                break
-            self.ingest_batch(source.name, batch)
-            source.commit(batch.offset)
-            total += len(batch.items)
-            batches += 1
-        return total
+        return drain(source, self.ingest_batch, max_items, max_batches)
 
     def ingest_batch(self, source_name: str, batch: Batch) -> IngestResult:
         """Store one batch read from a source and its offset in a single transaction."""

@@ -12,13 +12,14 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 from agent.compute import ComputeFailure, Computer, build_computers
 from agent.config import Config
-from agent.core import lookup, parse_timestamp
+from agent.core import lookup, parse_timestamp, path_parts
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,62 @@ def _metric(value: Any) -> float | None:
 
 def _is_text(value: str) -> bool:
     """Whether a string can be stored: JSON allows lone surrogates (``"\\ud800"``), UTF-8 does not."""
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
+
+
+Getter = Callable[[Any], Any]
+_ABSENT = object()
+
+
+def field_getter(path: str) -> Getter:
+    """:func:`agent.core.lookup` for one path, with the path split once: walks objects directly and
+    hands anything with an array on the way to ``lookup`` (same answers, a fraction of the cost)."""
+    parts = path_parts(path)
+    if len(parts) == 1:
+        first = parts[0]
+        return lambda obj: obj.get(first) if isinstance(obj, dict) else lookup(obj, path)
+    if len(parts) == 2:
+        first, second = parts
+
+        def get_two(obj: Any) -> Any:
+            node = obj.get(first) if isinstance(obj, dict) else lookup(obj, first)
+            if isinstance(node, dict):
+                return node.get(second)
+            return lookup(obj, path) if isinstance(node, list) else None
+
+        return get_two
+
+    def get(obj: Any) -> Any:
+        node = obj
+        for token in parts:
+            if isinstance(node, dict):
+                node = node.get(token, _ABSENT)
+                if node is _ABSENT:
+                    return None
+            elif isinstance(node, list):
+                return lookup(obj, path)
+            else:
+                return None
+        return node
+
+    return get
+
+
+_DECODE = json.JSONDecoder().decode
+
+
+def decode_line(raw: bytes) -> Any:
+    """``json.loads(raw)``, skipping its encoding detection for the usual line: an ASCII first byte
+    and a second that is not NUL rule out every BOM, UTF-16 and UTF-32 (``json.detect_encoding``)."""
+    if len(raw) > 1 and 0 < raw[0] < 0x80 and raw[1]:
+        return _DECODE(raw.decode("utf-8", "surrogatepass"))
+    return json.loads(raw)
 
 
 #: records after which a configured field that was never present is logged (once)
@@ -156,21 +208,31 @@ class RecordParser:
         self.config = config
         self.max_bytes = config.limits.max_record_bytes
         self.max_future = config.limits.max_future_seconds
-        self._proxies = [(p.name, p.field) for p in config.proxies if p.field is not None]
+        self._proxies = [(p.name, field_getter(p.field)) for p in config.proxies if p.field is not None]
         self.computers = dict(computers) if computers is not None else build_computers(config)
-        self._audits = [(a.name, a.field) for a in config.audits if a.field is not None]
+        self._audits = [(a.name, field_getter(a.field)) for a in config.audits if a.field is not None]
         self._segment_field = config.segments.field if config.segments else None
+        self._latest = 0.0  # see _latest_now
+        self._id = field_getter(config.id_field)
+        self._ts = field_getter(config.ts_field)
+        self._segment = field_getter(self._segment_field) if self._segment_field is not None else None
         self.presence = FieldPresence(
             [("proxy", p.name, f"proxies.{i}.field: {p.field}") for i, p in enumerate(config.proxies) if p.field]
             + [("audit", a.name, f"audits.{i}.field: {a.field}") for i, a in enumerate(config.audits) if a.field]
             + ([("segment", "segment", f"segments.field: {self._segment_field}")] if self._segment_field else []))
+
+    def _latest_now(self) -> float:
+        """The latest plausible timestamp now; kept, since a stamp before an earlier bound is before
+        today's too (only a stamp beyond the kept bound reads the clock again)."""
+        self._latest = time.time() + self.max_future
+        return self._latest
 
     def parse_line(self, line: bytes | str) -> Record | Rejection:
         raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
         if len(raw) > self.max_bytes:
             return Rejection("too_large", f"{len(raw)} bytes")
         try:
-            obj = json.loads(raw)
+            obj = decode_line(raw)
         except (ValueError, RecursionError):  # not UTF-8, not JSON, or an integer over 4,300 digits
             return Rejection("not_json")
         return self.parse_object(obj)
@@ -185,7 +247,7 @@ class RecordParser:
     def parse_object(self, obj: Any) -> Record | Rejection:
         if not isinstance(obj, dict):
             return Rejection("not_object")
-        rid = lookup(obj, self.config.id_field)
+        rid = self._id(obj)
         if rid is None or rid == "":
             return Rejection("no_id")
         if not isinstance(rid, str) or len(rid) > MAX_ID_LENGTH or not _is_text(rid):
@@ -196,18 +258,18 @@ class RecordParser:
             self.presence.record_done()
 
     def _parse_fields(self, obj: dict[str, Any], rid: str) -> Record | Rejection:
-        ts_value = lookup(obj, self.config.ts_field)
+        ts_value = self._ts(obj)
         ts: float | None = None
         if ts_value is not None:
             try:
                 ts = parse_timestamp(ts_value)
             except (ValueError, OverflowError) as err:
                 return Rejection("bad_timestamp", str(err))
-            if not EARLIEST_TS <= ts <= time.time() + self.max_future:
+            if not EARLIEST_TS <= ts <= self._latest and not EARLIEST_TS <= ts <= self._latest_now():
                 return Rejection("bad_timestamp", "outside the plausible window")
         segment = None
-        if self._segment_field is not None:
-            seg_value = lookup(obj, self._segment_field)
+        if self._segment is not None:
+            seg_value = self._segment(obj)
             if seg_value is None:
                 self.presence.count("segment", "segment")
             else:
@@ -219,16 +281,18 @@ class RecordParser:
         proxies: dict[str, float] = {}
         audits: dict[str, float] = {}
         for kind, target, fields in (("proxy", proxies, self._proxies), ("audit", audits, self._audits)):
-            for name, path in fields:
-                try:
-                    value = _metric(lookup(obj, path))
-                except ValueError:
-                    return Rejection("bad_metric", name)
+            for name, get in fields:
+                value = get(obj)
+                if type(value) is not float or not isfinite(value):  # the usual case first
+                    try:
+                        value = _metric(value)
+                    except ValueError:
+                        return Rejection("bad_metric", name)
                 if value is not None:
                     target[name] = value
                 else:
                     self.presence.count(kind, name)
-        problems = self._compute(obj, proxies)
+        problems = self._compute(obj, proxies) if self.computers else ()
         if not proxies and not audits:
             return Rejection("no_metrics", problems=problems)
         return Record(rid, ts, segment, proxies, audits, obj, problems)

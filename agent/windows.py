@@ -21,6 +21,12 @@ class RollingMeans:
         with self._lock:
             self._add(key, ts, value)
 
+    def add_many(self, values: list[tuple[tuple[str, ...], float, float]]) -> None:
+        """(key, ts, value) in order, under one lock: a batch's values."""
+        with self._lock:
+            for key, ts, value in values:
+                self._add(key, ts, value)
+
     def _add(self, key: tuple[str, ...], ts: float, value: float) -> None:
         index = float(int(ts // self.width))
         buckets = self._buckets.setdefault(key, deque())

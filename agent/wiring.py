@@ -30,10 +30,12 @@ from agent.http.routes import Prerendered
 from agent.pair_metrics import PairCollector
 from agent.pipeline import Pipeline
 from agent.scheduler import Jobs, Step
-from agent.sources.base import Ingest, Source
+from agent.sources.base import Drained, Ingest, Source
 from agent.store import Store
 
-INGEST_BATCHES_PER_RUN = 20  # bounds one ingest step so shutdown and detect are never starved
+#: bounds one ingest step, so that shutdown is never kept waiting (the daemon runs another at once while a
+#: backlog lasts, checking for shutdown in between)
+INGEST_BATCHES_PER_RUN = 20
 
 
 class Scheduler(Protocol):
@@ -57,7 +59,7 @@ class Assembly(Protocol):
     @property
     def source(self) -> Source: ...
 
-    def ingest_step(self) -> int: ...
+    def ingest_step(self) -> Drained: ...
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry: ...
 
@@ -109,9 +111,9 @@ class Wired:
         """The first (with ``source:``, the only) source."""
         return self.sources[0]
 
-    def ingest_step(self) -> int:
-        """One bounded read of each source (the daemon's ``ingest`` job)."""
-        return sum(self.pipeline.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
+    def ingest_step(self) -> Drained:
+        """One bounded read of each source (the daemon's ``ingest`` job runs it again while ``more``)."""
+        return sum((self.pipeline.drain(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources), Drained())
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry:
         """A registry with every series, each collected afresh when asked (``replay --metrics-out``)."""
@@ -169,9 +171,9 @@ class WiredForwarder:
     def source(self) -> Source:
         return self.sources[0]
 
-    def ingest_step(self) -> int:
+    def ingest_step(self) -> Drained:
         """One bounded read of each source into the buffer (the daemon's ``ingest`` job)."""
-        return sum(self.forwarder.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
+        return sum((self.forwarder.drain(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources), Drained())
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)

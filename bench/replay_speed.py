@@ -1,24 +1,32 @@
-"""How fast ``replay`` runs a recorded stream, against reading and decoding the same file.
+"""How fast ``replay`` runs a recorded stream, as a process, against reading and decoding the same file.
 
-    python -m bench.replay_speed [--records 60000]
+    python -m bench.replay_speed [--records 60000] [--runs 3] [--compare DIR]
 
-The baseline is the floor any replay pays (read every line, ``json.loads`` it); the figure that
-matters is the ratio, measured in the same run, since the machines are shared and noisy.
+Each run times three processes on the same file, alternating: the baseline ``python -c 'import
+json,sys; [json.loads(l) for l in open(sys.argv[1],"rb")]' FILE`` (the floor any replay pays),
+``goodhart-agent replay`` over the whole stream, and ``replay`` over its first record only (process
+start, imports, config and store: what any replay pays before its first record). Ratios are what to
+compare between runs (the machines are shared and noisy); medians over the runs are printed.
+``--compare DIR`` also times the agent found on that ``PYTHONPATH`` (another checkout) in the same
+runs, e.g. the code before a change.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
-import io
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from agent.config import config_from_mapping
 from agent.demo_world import SupportBot
-from agent.replay import replay
+
+BASELINE = 'import json,sys; [json.loads(l) for l in open(sys.argv[1],"rb")]'
 
 CONFIG = {
     "proxies": [{"name": "thumbs_up", "field": "proxy.thumbs_up"},
@@ -47,25 +55,50 @@ def write_stream(path: Path, records: int, seed: int = 1) -> None:
             f.write(heapq.heappop(labels)[2] + "\n")
 
 
+def timed(args: list[str], pythonpath: str | None = None) -> float:
+    """Wall seconds of one process, start to exit."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    started = time.perf_counter()
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--compare", metavar="DIR", help="also time the agent on this PYTHONPATH")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        stream = Path(tmp) / "stream.jsonl"
+    agents = {"this": os.environ.get("PYTHONPATH")} | ({"compared": args.compare} if args.compare else {})
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        stream, first = tmp / "stream.jsonl", tmp / "first.jsonl"
         write_stream(stream, args.records)
         with open(stream, "rb") as f:
-            lines = sum(1 for _ in f)
-        started = time.perf_counter()
-        with open(stream, "rb") as f:
-            for line in f:
-                json.loads(line)
-        baseline = time.perf_counter() - started
-        summary = replay(config_from_mapping(CONFIG, {}), stream, io.StringIO(), progress=io.StringIO())
-    print(f"records: {lines}")
-    print(f"baseline (read + json.loads): {baseline:.2f} s")
-    print(f"goodhart-agent replay:        {summary.seconds:.2f} s  ({lines / summary.seconds:,.0f} records/s)")
-    print(f"ratio replay / baseline:      {summary.seconds / baseline:.0f}x")
+            lines = f.readlines()
+        first.write_bytes(lines[0])
+        config = tmp / "config.yaml"
+        config.write_text(json.dumps(CONFIG))
+        for _ in range(args.runs):
+            times.setdefault("baseline", []).append(timed([sys.executable, "-c", BASELINE, str(stream)]))
+            for agent, path in agents.items():
+                for what, source in (("replay", stream), ("start", first)):
+                    times.setdefault(f"{agent} {what}", []).append(timed(
+                        [sys.executable, "-m", "agent", "replay", "--config", str(config), str(source),
+                         "--events-out", os.devnull], path))
+    median = {key: statistics.median(values) for key, values in times.items()}
+    base = median["baseline"]
+    print(f"records: {len(lines)}; medians of {args.runs} runs, each process timed from start to exit")
+    print(f"baseline (python -c read + json.loads):  {base:.2f} s  ({len(lines) / base:,.0f} records/s)")
+    for agent in agents:
+        whole, start = median[f"{agent} replay"], median[f"{agent} start"]
+        print(f"[{agent}] replay:                 {whole:.2f} s  ({len(lines) / whole:,.0f} records/s); "
+              f"rate {base / whole:.1%} of the baseline's (target 25%)")
+        print(f"[{agent}] replay of one record:   {start:.2f} s  (start, imports, config, store: "
+              f"{start / (4 * base):.0%} of the 25% target's whole budget of {4 * base:.2f} s)")
 
 
 if __name__ == "__main__":

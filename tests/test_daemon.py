@@ -130,6 +130,21 @@ def test_kill_9_mid_stream_then_restart_counts_every_record_once(tmp_path: Path,
     assert restarted.value("goodhart_records_rejected_total", reason="duplicate") == 0
 
 
+def test_a_backlog_is_read_on_at_once_instead_of_one_capped_step_per_interval(tmp_path: Path,
+                                                                             agent_factory: Any) -> None:
+    """One ingest step reads at most 20 batches; with 10 records a batch and an hour between runs,
+    1,000 waiting records are all read only if the job reads on while a step stops at its cap."""
+    records = tmp_path / "outputs.jsonl"
+    config = write_config(tmp_path / "config.yaml", state_dir=str(tmp_path / "state"),
+                          source={"type": "jsonl", "path": str(records), "max_batch_records": 10},
+                          schedule={"ingest_seconds": 3600, "detect_seconds": 0.5, "retention_seconds": 60})
+    append_lines(records, [record(f"b{i}", T0 + i) for i in range(1000)])
+    agent: AgentProcess = agent_factory(config).start()
+    assert agent.wait_for("goodhart_records_total", 1000, source="jsonl") == 1000
+    wait_until(lambda: ingest_runs(agent) >= 1, what="the first ingest run to end")
+    assert ingest_runs(agent) == 1  # all of it in the run at start
+
+
 @pytest.mark.slow
 def test_sigterm_exits_0_after_a_clean_stop_and_restart_resumes(tmp_path: Path, agent_factory: Any) -> None:
     config, records = daemon_config(tmp_path)

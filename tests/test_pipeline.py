@@ -12,7 +12,7 @@ from agent.config import config_from_mapping
 from agent.detect.decoupling import DecouplingDetector
 from agent.detect.placeholder import PlaceholderDetector
 from agent.pipeline import Pipeline
-from agent.store import Store
+from agent.store import JoinBatch, Store
 
 
 def feed(pipeline: Pipeline, clock: VirtualClock, n: int, start: int = 0) -> None:
@@ -173,13 +173,19 @@ def test_a_poison_record_is_rejected_alone_and_the_rest_of_its_batch_is_stored(t
     pipeline.store.close()
 
 
+class RefusingBatch(JoinBatch):
+    def output(self, rid: str, *args: Any, **kwargs: Any) -> Any:
+        if rid == "refused":
+            raise ValueError("injected: this row cannot be stored")
+        return super().output(rid, *args, **kwargs)
+
+
 class RefusingStore(Store):
     """A real store with one injected fault: it refuses to store one id (what no known record does)."""
 
-    def join_output(self, rid: str, *args: Any, **kwargs: Any) -> Any:
-        if rid == "refused":
-            raise ValueError("injected: this row cannot be stored")
-        return super().join_output(rid, *args, **kwargs)
+    def join_batch(self, ids: Any) -> JoinBatch:
+        with self.lock:
+            return RefusingBatch(self.conn, ids)
 
 
 def test_a_record_the_store_refuses_is_isolated_and_counted_unstorable(tmp_path: Path) -> None:

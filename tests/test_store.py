@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.store import MIGRATIONS, Store
+from agent.store import MIGRATIONS, OutputRow, Store
 
 
 def test_a_directory_gets_a_wal_database_with_every_migration_recorded(tmp_path: Path) -> None:
@@ -108,3 +108,38 @@ def test_max_pending_counts_only_outputs_still_waiting_and_spares_unseen_ones() 
     assert dropped["output"] == 3  # w0, w1, w2: beyond the newest waiting one, and already fed
     assert store.pending_counts() == (2, 0)
     assert store.get_output("l0") is not None
+
+
+def test_rows_just_stored_are_read_from_memory_exactly_as_sqlite_holds_them() -> None:
+    """The detect step reads a batch's rows from the feed logs; clearing them makes SQLite answer."""
+    store = Store(":memory:")
+    with store.transaction():
+        batch = store.join_batch(["c", "a", "c", "a", "a"])
+        assert batch.label("c", 1.0, {"resolved": 1.0}, 0.5, 100.0).waiting  # before its output
+        assert batch.output("a", 1.0, "s", {"q": 2.5, "p": 1}, {}, 100.0).output is not None
+        assert batch.output("c", 2.0, None, {"p": 3.0}, {"csat": 4.0}, 100.0).early_label
+        assert batch.label("a", 3.0, {"resolved": 0.0}, 1.0, 100.0).joined
+        assert batch.output("a", 1.0, "s", {"p": 1.0}, {}, 100.0).duplicate
+        store.flush_batch(batch)
+    held = store.outputs_since(0), store.pairs_since(0)
+    assert [(o.seq, o.id) for o in held[0]] == [(1, "a"), (2, "c")]
+    assert [(p.seq, p.proxy, p.audit, p.weight) for p in held[1]] == [
+        (1, "p", "csat", 0.5), (2, "p", "resolved", 0.5), (3, "p", "resolved", 1.0), (4, "q", "resolved", 1.0)]
+    for feed in store.feed_logs:
+        feed.clear()
+    assert (store.outputs_since(0), store.pairs_since(0)) == held
+    assert store.pending_counts() == (0, 0)
+
+
+def test_a_rolled_back_batch_leaves_no_rows_in_memory_and_numbering_goes_on_as_sqlite_would() -> None:
+    store = Store(":memory:")
+    assert store.insert_output("a", 1.0, None, {"p": 1.0}, 100.0) is not None
+    with pytest.raises(RuntimeError), store.transaction():
+        batch = store.join_batch(["b"])
+        batch.output("b", 2.0, None, {"p": 1.0}, {}, 100.0)
+        store.flush_batch(batch)
+        raise RuntimeError("the batch fails after its rows were written")
+    assert [o.id for o in store.outputs_since(0)] == ["a"]
+    store.conn.execute("DELETE FROM outputs")  # AUTOINCREMENT never reuses a number, nor does a batch
+    assert store.insert_output("c", 3.0, None, {"p": 1.0}, 100.0) == OutputRow(2, "c", 3.0, None, {"p": 1.0})
+    assert store.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outputs'").fetchone()[0] == 2

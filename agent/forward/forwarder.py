@@ -29,7 +29,7 @@ from agent.forward.enrich import Enricher
 from agent.http.client import backoff_delay
 from agent.ingest import reject
 from agent.records import Record, RecordParser, Rejection
-from agent.sources.base import Batch, IngestResult, Source
+from agent.sources.base import Drained, IngestResult, Source, drain
 from agent.store import BufferedBatch, Store
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,13 @@ class Forwarder:
     # -- ingest: source → buffer --------------------------------------------------------------------
     def ingest(self, source: Source, max_batches: int | None = None) -> int:
         """Drain a source batch by batch into the buffer; returns how many items were read."""
-        total = batches = 0
+        return self.drain(source, max_batches).items
+
+    def drain(self, source: Source, max_batches: int | None = None) -> Drained:
+        """Up to ``max_batches`` batches of a source into the buffer; says whether more are waiting."""
         max_items = self.config.source.max_batch_records if self.config.source else 5000
-        while max_batches is None or batches < max_batches:
-            batch: Batch = source.read(max_items)
-            if not batch.items and not batch.too_large and batch.offset is None:
-                break
-            self.store_items(source.name, batch.items, batch.too_large, batch.offset)
-            source.commit(batch.offset)
-            total += len(batch.items)
-            batches += 1
-        return total
+        return drain(source, lambda name, batch: self.store_items(name, batch.items, batch.too_large, batch.offset),
+                     max_items, max_batches)
 
     def ingest_items(self, source_name: str, items: Iterable[bytes | dict[str, Any]]) -> IngestResult:
         """A push source's items, buffered before it answers (the ``Ingest`` callable)."""

@@ -32,6 +32,34 @@ class IngestResult:
     joined: int = 0
 
 
+@dataclass
+class Drained:
+    """What one bounded read of a source did: items read, and whether it stopped at its cap with
+    more still to read (a backlog: the daemon reads on at once instead of idling until the next run)."""
+
+    items: int = 0
+    more: bool = False
+
+    def __add__(self, other: Drained) -> Drained:
+        return Drained(self.items + other.items, self.more or other.more)
+
+
+def drain(source: Source, store: Callable[[str, Batch], object], max_items: int,
+          max_batches: int | None = None) -> Drained:
+    """Read ``source`` batch by batch, storing each (records and offset in one transaction) before
+    committing its offset; at most ``max_batches`` batches."""
+    total = batches = 0
+    while max_batches is None or batches < max_batches:
+        batch = source.read(max_items)
+        if not batch.items and not batch.too_large and batch.offset is None:
+            return Drained(total, False)
+        store(source.name, batch)
+        source.commit(batch.offset)
+        total += len(batch.items)
+        batches += 1
+    return Drained(total, True)
+
+
 #: Stores a source's items in one transaction: ``ingest(source_name, items)``; a push source is given
 #: one (``Pipeline.ingest_items``) so that it answers only once its records are stored, without
 #: depending on the pipeline.

@@ -21,7 +21,7 @@ from agent.store.detectors import DetectorTables
 from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
 from agent.store.health import HealthTables
-from agent.store.join import JoinTables, KnownIds, LabelJoin, OutputJoin
+from agent.store.join import JoinBatch, JoinTables, LabelJoin, OutputJoin
 from agent.store.log import LogTables
 from agent.store.references import ImportRow, ReferenceTables
 from agent.store.retention import RetentionTables
@@ -38,6 +38,6 @@ class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables,
 
 
 __all__ = ["DB_FILENAME", "MIGRATIONS", "AuditQueue", "BudgetLevels", "BufferStats", "BufferedBatch",
-           "EvidenceRow", "ImportRow", "KnownIds", "LabelJoin", "Line", "OutputJoin", "OutputRow", "PairRow",
+           "EvidenceRow", "ImportRow", "JoinBatch", "LabelJoin", "Line", "OutputJoin", "OutputRow", "PairRow",
            "QueueItem",
            "Store", "VerdictRow", "load_budget", "save_budget"]

@@ -10,121 +10,100 @@ re-delivered label is a duplicate. Ids of outputs that retention dropped are rem
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
+from agent.store.batch import JoinBatch, LabelJoin, OutputJoin
 from agent.store.database import Database, OutputRow, PairRow
+from agent.store.feed import FeedLog
 
-
-@dataclass
-class KnownIds:
-    """What the store held for a batch's ids before it, read with one query per table for the whole
-    batch instead of one per record, and kept current as the batch is stored (it is only valid
-    inside the batch's transaction): ids remembered after retention, ids with an early label, and
-    the outputs the batch's labels name (``None``: no output)."""
-
-    seen: set[str] = field(default_factory=set)
-    early: set[str] = field(default_factory=set)
-    outputs: dict[str, OutputRow | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OutputJoin:
-    """What storing one output did: ``output`` is set when it is new; ``joined`` are the audit values
-    joined now (from the record itself or an early label); ``duplicate`` when it changed nothing."""
-
-    output: OutputRow | None
-    joined: dict[str, float] = field(default_factory=dict)
-    segment: str | None = None
-    early_label: bool = False
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class LabelJoin:
-    """What storing one label did: joined to its output (``segment`` is the output's), kept waiting
-    for an output not seen yet, or a duplicate of values already joined."""
-
-    joined: bool = False
-    waiting: bool = False
-    duplicate: bool = False
-    segment: str | None = None
+__all__ = ["JoinBatch", "JoinTables", "LabelJoin", "OutputJoin"]
 
 
 class JoinTables(Database):
-    def known_ids(self, output_ids: list[str], label_ids: list[str]) -> KnownIds:
-        """One query per table for a batch (see :class:`KnownIds`); call inside its transaction."""
-        known = KnownIds()
-        with self.lock:
-            for start in range(0, len(output_ids), 500):
-                chunk = output_ids[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                known.seen.update(r[0] for r in self.conn.execute(
-                    f"SELECT id FROM seen_ids WHERE id IN ({marks})", chunk))
-                known.early.update(r[0] for r in self.conn.execute(
-                    f"SELECT id FROM early_labels WHERE id IN ({marks})", chunk))
-            for start in range(0, len(label_ids), 500):
-                chunk = label_ids[start:start + 500]
-                known.outputs.update(dict.fromkeys(chunk))
-                rows = self.conn.execute("SELECT seq, id, ts, segment, proxies FROM outputs"
-                                         f" WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-                known.outputs.update((r[1], OutputRow(r[0], r[1], r[2], r[3], json.loads(r[4]))) for r in rows)
-        return known
+    _feed_logs: tuple[FeedLog[OutputRow], FeedLog[PairRow]] | None = None
 
+    @property
+    def feed_logs(self) -> tuple[FeedLog[OutputRow], FeedLog[PairRow]]:
+        """The outputs and audited outputs just stored, for the detect step (agent/store/feed.py)."""
+        if self._feed_logs is None:
+            self._feed_logs = (FeedLog(), FeedLog())
+        return self._feed_logs
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """As :meth:`Database.transaction`; a failure also drops the feed logs, which may hold rows
+        it rolls back."""
+        try:
+            with super().transaction() as conn:
+                yield conn
+        except BaseException:
+            for feed in self.feed_logs:
+                feed.clear()
+            raise
+
+    def join_batch(self, ids: Iterable[str]) -> JoinBatch:
+        """What the store holds for a batch's ids, read with a few queries; call inside the batch's
+        transaction, store its records through the returned batch in order, then :meth:`flush_batch`."""
+        with self.lock:
+            return JoinBatch(self.conn, ids)
+
+    def flush_batch(self, batch: JoinBatch) -> None:
+        """Write a batch's rows, and keep them for the detect step."""
+        with self.transaction():
+            batch.flush()
+            outputs, pairs = self.feed_logs
+            outputs.extend(batch.first_output - 1, batch.new_outputs)
+            pairs.extend(batch.first_pair - 1, batch.new_pairs)
+
+    def release_feed(self, outputs_seq: int, pairs_seq: int) -> None:
+        """The detectors have read up to these sequence numbers: the feed logs let go of those rows."""
+        with self.lock:
+            outputs, pairs = self.feed_logs
+            outputs.release(outputs_seq)
+            pairs.release(pairs_seq)
+
+    # -- one record at a time (a batch of one) -------------------------------------------------------------
     def join_output(self, rid: str, ts: float, segment: str | None, proxies: dict[str, float],
-                    audits: dict[str, float], expires_at: float, known_ids: KnownIds | None = None) -> OutputJoin:
+                    audits: dict[str, float], expires_at: float) -> OutputJoin:
         """Store an output with any audit values it or an early label carries.
 
         A re-delivered output only counts for audit values not joined before.
         """
         with self.transaction():
-            output = self.insert_output(rid, ts, segment, proxies, expires_at,
-                                        check_seen=known_ids is None or rid in known_ids.seen)
-            if output is None:
-                known = self.get_output(rid)
-                if known is None or not audits or not self.insert_pairs(known, audits, 1.0):
-                    return OutputJoin(None, duplicate=True)
-                return OutputJoin(None, dict(audits), known.segment)
-            if known_ids is not None:
-                known_ids.outputs[rid] = output
-            early = self.take_early_label(rid) if known_ids is None or rid in known_ids.early else None
-            weight = 1.0
-            if early is not None:
-                audits, weight = {**early[0], **audits}, early[1]
-            joined = dict(audits) if audits and self.insert_pairs(output, audits, weight) else {}
-            return OutputJoin(output, joined, segment, early_label=early is not None)
+            batch = self.join_batch([rid])
+            joined = batch.output(rid, ts, segment, proxies, audits, expires_at)
+            self.flush_batch(batch)
+        return joined
 
     def join_label(self, rid: str, ts: float, audits: dict[str, float], weight: float,
-                   expires_at: float, known_ids: KnownIds | None = None) -> LabelJoin:
+                   expires_at: float) -> LabelJoin:
         """Join a (late) label to its output, or keep it until the output arrives."""
         with self.transaction():
-            output = self.get_output(rid) if known_ids is None or rid not in known_ids.outputs \
-                else known_ids.outputs[rid]
-            if output is None:
-                self.put_early_label(rid, ts, audits, weight, expires_at)
-                if known_ids is not None:
-                    known_ids.early.add(rid)
-                return LabelJoin(waiting=True)
-            if not self.insert_pairs(output, audits, weight):
-                return LabelJoin(duplicate=True)
-            return LabelJoin(joined=True, segment=output.segment)
+            batch = self.join_batch([rid])
+            joined = batch.label(rid, ts, audits, weight, expires_at)
+            self.flush_batch(batch)
+        return joined
 
-    # -- the rows -----------------------------------------------------------------------
     def insert_output(self, rid: str, ts: float, segment: str | None, proxies: dict[str, float],
-                      expires_at: float, check_seen: bool = True) -> OutputRow | None:
+                      expires_at: float) -> OutputRow | None:
         """Store an output; None when its id is already known (a re-delivery), even when its row has
-        already been dropped by retention (see :meth:`expire`); ``check_seen=False`` when the caller
-        knows the id is not among those (:meth:`known_ids`)."""
-        with self.transaction() as conn:
-            if check_seen and conn.execute("SELECT 1 FROM seen_ids WHERE id = ?", (rid,)).fetchone() is not None:
-                return None
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO outputs(id, ts, segment, proxies, expires_at) VALUES (?,?,?,?,?)",
-                (rid, ts, segment, json.dumps(proxies, sort_keys=True), expires_at))
-            if cur.rowcount == 0:
-                return None
-            seq = cur.lastrowid
-        assert seq is not None
-        return OutputRow(seq, rid, ts, segment, proxies)
+        already been dropped by retention (see :meth:`expire`). Early labels are left alone."""
+        with self.transaction():
+            batch = self.join_batch([rid])
+            batch.early.clear()
+            output = batch.output(rid, ts, segment, proxies, {}, expires_at).output
+            self.flush_batch(batch)
+        return output
+
+    def insert_pairs(self, output: OutputRow, audits: dict[str, float], weight: float) -> int:
+        """Join an output with audit values: one pair per (proxy, audit); first label wins."""
+        with self.transaction():
+            batch = self.join_batch([output.id])
+            inserted = batch.pairs(output, audits, weight)
+            self.flush_batch(batch)
+        return inserted
 
     def get_output(self, rid: str) -> OutputRow | None:
         with self.lock:
@@ -135,12 +114,11 @@ class JoinTables(Database):
     def put_early_label(self, rid: str, ts: float, audits: dict[str, float], weight: float,
                         expires_at: float) -> None:
         """Keep a label whose output has not arrived yet; later labels add to earlier ones."""
-        with self.transaction() as conn:
-            row = conn.execute("SELECT audits FROM early_labels WHERE id = ?", (rid,)).fetchone()
-            merged = {**json.loads(row[0]), **audits} if row else dict(audits)
-            conn.execute(
-                "INSERT OR REPLACE INTO early_labels(id, ts, audits, weight, expires_at) VALUES (?,?,?,?,?)",
-                (rid, ts, json.dumps(merged, sort_keys=True), weight, expires_at))
+        with self.transaction():
+            batch = self.join_batch([rid])
+            batch.outputs.clear()
+            batch.label(rid, ts, audits, weight, expires_at)
+            self.flush_batch(batch)
 
     def take_early_label(self, rid: str) -> tuple[dict[str, float], float] | None:
         with self.transaction() as conn:
@@ -150,36 +128,41 @@ class JoinTables(Database):
             conn.execute("DELETE FROM early_labels WHERE id = ?", (rid,))
         return json.loads(row[0]), float(row[1])
 
-    def insert_pairs(self, output: OutputRow, audits: dict[str, float], weight: float) -> int:
-        """Join an output with audit values: one pair per (proxy, audit); first label wins."""
-        rows = [(output.id, proxy, audit, output.segment, output.ts, pv, av, weight)
-                for audit, av in sorted(audits.items()) for proxy, pv in sorted(output.proxies.items())]
-        if not rows:
-            return 0
-        with self.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO pairs(id, proxy, audit, segment, ts, proxy_value, audit_value, weight)"
-                " VALUES (?,?,?,?,?,?,?,?)", rows)
-            inserted = conn.total_changes - before
-            if inserted:
-                conn.execute("UPDATE outputs SET labelled = 1 WHERE id = ?", (output.id,))
-        return inserted
-
     # -- reading for the detectors and the exporter -------------------------------------------------------------------
     def outputs_since(self, seq: int, limit: int = 50_000) -> list[OutputRow]:
+        """Outputs after ``seq``, in order: those just stored from memory, others from SQLite."""
         with self.lock:
+            held = self._held(0, seq, limit)
+            if held is not None:
+                return held  # type: ignore[return-value]
             rows = self.conn.execute(
                 "SELECT seq, id, ts, segment, proxies FROM outputs WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit)).fetchall()
         return [OutputRow(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     def pairs_since(self, seq: int, limit: int = 50_000) -> list[PairRow]:
+        """Audited outputs after ``seq``, in order: those just stored from memory, others from SQLite."""
         with self.lock:
+            held = self._held(1, seq, limit)
+            if held is not None:
+                return held  # type: ignore[return-value]
             rows = self.conn.execute(
                 "SELECT seq, proxy, audit, segment, ts, proxy_value, audit_value, weight FROM pairs"
                 " WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
         return [PairRow(*r) for r in rows]
+
+    def _held(self, table: int, seq: int, limit: int) -> list[OutputRow] | list[PairRow] | None:
+        """The feed log's rows after ``seq``; None when SQLite must answer: the log does not reach
+        back to ``seq``, or ``seq`` is behind the checkpointed cursor (retention may have dropped
+        rows there that the log still holds)."""
+        feed = self.feed_logs[table]
+        if feed.base is None or seq < feed.base:
+            return None
+        row = self.conn.execute("SELECT value FROM cursors WHERE name = ?",
+                                (("detect.outputs", "detect.pairs")[table],)).fetchone()
+        if row is not None and seq < row[0]:
+            return None
+        return feed.since(seq, limit)
 
     def recent_pairs(self, proxy: str, audit: str, segment: str | None, limit: int) -> list[tuple[int, float, float]]:
         """The newest ``limit`` pairs of one (proxy, audit, segment) as (seq, proxy value, audit value),
