@@ -48,6 +48,13 @@ def allowance_at(table: list[float], d: float) -> float:
     return table[i] + (x - i) * (table[i + 1] - table[i])
 
 
+def design_ks(shift: float, level_k: float | None = None) -> dict[str, float]:
+    """Each CUSUM's reference value: its share (``BANK``'s fraction) of half the design shift;
+    ``level_k`` replaces that half for the level tests (a 0/1 audit's pass-rate drop)."""
+    return {name: frac * (level_k if level_k is not None and kind == "level" else shift / 2.0)
+            for name, kind, frac, _ in BANK}
+
+
 def bank_thresholds(ref: ReferenceRelation, ks: dict[str, float], arl0: float, warn_ratio: float, span: float,
                     slope_allowance: float) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """(alarm and warn threshold by CUSUM, allowance table by level CUSUM).

@@ -49,7 +49,7 @@ import numpy as np
 from agent.core import Ring
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.detect.curvature import CurvatureTrack
-from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds
+from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds, design_ks
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.window import DeferredWindow, restore_window
@@ -107,8 +107,7 @@ class DecouplingDetector(Detector):
         ref = getattr(self, "_ref", None)
         binary_k = min(self.shift, self.binary_shift * ref.level_gain) / 2.0 if ref is not None and ref.binary \
             else None
-        self._ks = {name: frac * (binary_k if binary_k is not None and kind == "level" else self.shift / 2.0)
-                    for name, kind, frac, _ in BANK}
+        self._ks = design_ks(self.shift, binary_k)
 
     @property
     def k(self) -> float:
