@@ -247,7 +247,7 @@ class Pipeline:
         """Forget the reference of the matching pairs after an intended change; recorded as an event."""
         with self.lock:
             now = self.clock.now()
-            keys = self.bank.matching(proxy, audit, segment)
+            keys = self.bank.with_span(self.bank.matching(proxy, audit, segment))
             self.bank.rebaseline(now, keys)
             events = self.bank.judge(now, keys, cause="rebaseline")
             with self.store.transaction():

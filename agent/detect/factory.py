@@ -35,9 +35,9 @@ def detector_factory(config: Config) -> Callable[[], Detector]:
     settings = config.detection
     if settings.detector == "placeholder":
         return lambda: PlaceholderDetector(reference_size=settings.reference_pairs)
-    from agent.detect.decoupling import DecouplingDetector
+    from agent.detect.pooled import PooledDetector
 
     arl0 = per_test_arl(config)
-    return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
+    return lambda: PooledDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
                                       binary_shift=settings.binary_shift, warn_ratio=settings.warn_ratio,
                                       window=settings.window)
