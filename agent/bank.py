@@ -164,6 +164,15 @@ class DetectorBank:
                         and self._follows(star, segment, key[2]):
                     self._dirty.add(key)
 
+    def fitted_events(self, before: set[PairKey], now: float) -> list[Event]:
+        """A ``reference_fitted`` event per pair whose whole-stream reference is new since ``before``:
+        the span of audited outputs it was fitted on, and the segments that took theirs from it."""
+        refs = self.snapshot.references
+        return [{"ts": now, "event": "reference_fitted", "proxy": key[0], "audit": key[1],
+                 "first_ts": refs[key].first_ts, "last_ts": refs[key].last_ts,
+                 "segments": sorted(k[2] for k in refs if k[:2] == key[:2] and k[2] != ALL)}
+                for key in sorted(set(refs) - before) if key[2] == ALL and refs[key].origin == "fitted"]
+
     def with_span(self, keys: list[PairKey]) -> list[PairKey]:
         """``keys`` and every other test sharing a reference span with one of them (all segments
         of a pair whose whole-stream test pools them): a rebaseline resets the span for all."""

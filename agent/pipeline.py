@@ -216,7 +216,7 @@ class Pipeline:
             with self.counters.counting() as tally:
                 for (kind, metric), count in self.bank.take_implausible().items():
                     tally.count("implausible_values_total", count, kind=kind, metric=metric)
-                for event in events:
+                for event in [*self.bank.fitted_events(set(fitted), now), *events]:
                     self.store.append_event(now, event)
                 self.store.append_verdicts(self.bank.take_history())
                 if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:

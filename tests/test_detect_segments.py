@@ -171,6 +171,8 @@ def test_the_bank_gives_segments_the_span_and_a_rebaseline_resets_it_for_all(tmp
     refs = pipeline.view.snapshot.references
     assert sorted(k[2] for k in refs) == ["*", *sorted(SHARE)]  # billing: a handful of pairs
     assert {(r.first_ts, r.last_ts) for r in refs.values()} == {(T0, T0 + 199)}
+    [fitted] = [e for e in pipeline.store.recent_events() if e.get("event") == "reference_fitted"]
+    assert (fitted["first_ts"], fitted["last_ts"], fitted["segments"]) == (T0, T0 + 199, sorted(SHARE))
 
     pipeline.rebaseline(segment="billing")  # one span per pair: every segment starts again
     assert pipeline.view.snapshot.references == {}
