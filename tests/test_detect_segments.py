@@ -209,3 +209,29 @@ def test_deployment_false_alarms_stay_within_budget_with_pooled_segments() -> No
     total = 4 * audits
     print("false alarms", alarms, "budget", total / budget)
     assert alarms <= total / budget, (alarms, total / budget)
+
+
+def test_an_explicit_span_is_the_reference_whatever_the_count_and_survives_a_restart(tmp_path: Path) -> None:
+    """``detection.reference_span``: every audited output from start to end, fitted at the first after it."""
+    rng = np.random.default_rng(9)
+    tree: dict[str, Any] = {**BASE_CONFIG, "proxies": [{"name": "score", "field": "proxy.score"}],
+                            "audits": [{"name": "quality", "field": "audit.quality"}],
+                            "detection": {"reference_span": {"start": T0 + 50, "end": T0 + 349}}}
+    config = config_from_mapping(tree, {})
+    clock = VirtualClock(T0)
+    pipeline = Pipeline(config, Store(tmp_path), clock)
+    stream = pairs(rng, 400, SHARE)
+    _ingest(pipeline, clock, stream[:350])
+    assert pipeline.view.snapshot.references == {}  # 300 pairs in the span, more than reference_pairs: not yet
+    pipeline.checkpoint()
+    pipeline.store.close()
+    again = Pipeline(config, Store(tmp_path), clock)
+    _ingest(again, clock, stream[350:])
+    star = again.bank.detectors[("score", "quality", "*")]
+    info = star.reference_info()
+    assert info is not None and (info.first_ts, info.last_ts) == (T0 + 50, T0 + 349)
+    assert star.verdict(clock.now()).eager.reference_pairs == 300
+    assert {(r.first_ts, r.last_ts) for r in again.view.snapshot.references.values()} == {(T0 + 50, T0 + 349)}
+    again.store.close()
+    with pytest.raises(Exception, match="end must be after start"):
+        config_from_mapping({**tree, "detection": {"reference_span": {"start": 5, "end": 1}}}, {})

@@ -8,7 +8,7 @@ later gets the pooled line with the between-segment variance as its uncertainty.
 predicts each audited pair with its own segment's line, so a change of traffic mix alone (toward
 a segment whose audits run lower at the same proxy) is not a gap.
 
-Segment detectors are plain :class:`DecouplingDetector` s given their reference by
+Segment detectors (of the same class) are given their reference by
 :meth:`PooledDetector.segment_reference` (the bank does it: agent/bank.py); they never fit one.
 """
 
@@ -26,7 +26,33 @@ from agent.detect.segments import SegmentPool, fit_pool, segment_relation, star_
 
 
 class PooledDetector(DecouplingDetector):
-    """A :class:`DecouplingDetector` whose reference carries its segments' deviations."""
+    """A :class:`DecouplingDetector` whose reference carries its segments' deviations.
+
+    ``reference_span`` (start, end), output times: the reference is every audited output from
+    ``start`` to ``end``, fitted at the first audited output after ``end`` (with at least 20 of
+    them; fewer, and the first ``reference_pairs`` go on from there), instead of the first
+    ``reference_pairs``. Outputs before ``start`` are ignored as before a rebaseline; a rebaseline
+    after ``start`` goes back to ``reference_pairs``.
+    """
+
+    def __init__(self, arl0: float, *args: Any, reference_span: tuple[float, float] | list[float] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(arl0, *args, **kwargs)
+        self.reference_span = None if reference_span is None else (float(reference_span[0]),
+                                                                    float(reference_span[1]))
+        if self.reference_span is not None:
+            self._baseline_ts = self.reference_span[0]
+
+    def _params(self) -> dict[str, Any]:
+        params = super()._params()
+        if self.reference_span is not None:  # only when set: pinned references of before still match
+            params["reference_span"] = list(self.reference_span)
+        return params
+
+    def _span_end(self) -> float | None:
+        """The explicit span's end while it applies (not after a rebaseline past its start)."""
+        given = self.reference_span
+        return given[1] if given is not None and self._baseline_ts <= given[0] else None
 
     def _reset(self) -> None:
         super()._reset()
@@ -46,6 +72,14 @@ class PooledDetector(DecouplingDetector):
                 obs = replace(obs, audit=obs.audit - self._pool.deviation(obs.segment, obs.proxy))
             super().observe_pair(obs)
             return
+        end = self._span_end()
+        if end is not None and obs.ts > end and len(self._warmup) >= 20:
+            self._fit()
+            self.observe_pair(obs)
+            return
+        if end is not None and self._baseline_ts <= obs.ts <= end:
+            self._take(obs)
+            return
         warming = obs.ts >= self._baseline_ts
         if warming:
             self._warmup_seg.append(obs.segment)
@@ -55,6 +89,15 @@ class PooledDetector(DecouplingDetector):
             if warming:
                 self._warmup_seg.pop()
             raise
+
+    def _take(self, obs: PairObservation) -> None:
+        """A pair of the explicit span: kept for the fit, whatever the count."""
+        p, a, w = float(obs.proxy), float(obs.audit), float(obs.weight)
+        if not (np.isfinite([p, a, w]).all() and w > 0):
+            raise ValueError(f"pair needs finite proxy/audit and a positive weight: {obs}")
+        self._warmup.append([p, a, w])
+        self._warmup_seg.append(obs.segment)
+        self._span = [min(obs.ts, self._span[0]), max(obs.ts, self._span[1])] if self._span else [obs.ts] * 2
 
     def _fit(self) -> None:
         arr = np.asarray(self._warmup, dtype=float)
@@ -76,7 +119,7 @@ class PooledDetector(DecouplingDetector):
         one warms up, or when no threshold reaches the budget with that much uncertainty."""
         if self._ref is None or self._pool is None or not self._pool.scores[0] or segment in self._unusable:
             return None
-        follower = DecouplingDetector(**self._params())
+        follower = PooledDetector(**self._params())
         follower._ref = segment_relation(self._ref, self._pool, segment)
         follower._span = self._span
         follower._set_ks()
