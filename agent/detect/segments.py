@@ -5,12 +5,13 @@ All segments of a (proxy, audit) pair take their reference from the same pairs, 
 with few of them gets a usable, honestly uncertain reference by partial pooling (a random
 intercept and slope model, fitted by empirical Bayes)::
 
-    audit = a + b x + u_s + d_s (x - c) + e,   (u_s, d_s) ~ N(0, diag(tau_u^2, tau_d^2)),  e ~ N(0, sigma^2)
+    audit = a + b x + u_s + d_s (x - c_s) + e,   u_s ~ N(0, tau_u^2),  d_s ~ N(0, tau_d^2),  e ~ N(0, sigma^2)
 
-``c`` is the pooled proxy mean. Given the line, each segment's raw least-squares deviation
-``beta_s = (X'WX)^-1 X'W r`` of its residuals has sampling covariance ``S_s = sigma^2 (X'WX)^-1``;
-the between-segment variances are method-of-moments estimates ``tau^2 = mean_s(beta_s^2 - S_s)``
-(floored at 0), and each segment's deviation is its posterior mean
+``c_s`` is the segment's own mean proxy on the span. Given the line, each segment's raw
+least-squares deviation ``beta_s = (X'WX)^-1 X'W r`` of its residuals has sampling covariance
+``S_s = sigma^2 (X'WX)^-1``; the between-segment variances are the upper ends of one-sided 90%
+Q-profile intervals (conservative: a point estimate of 0 with a handful of segments would pull each
+onto the pool with no uncertainty), and each segment's deviation is its posterior mean
 ``V_s X'W r / sigma^2`` with ``V_s = (X'WX / sigma^2 + diag(tau^-2))^-1``, its posterior
 covariance. The common slope ``b`` is the within-segment (fixed-effects) slope: segments differ in
 their proxy means, and a slope fitted across them would absorb their offsets; the intercept is
@@ -150,16 +151,55 @@ def _deviations(x: np.ndarray, r: np.ndarray, w: np.ndarray, idx: dict[str, np.n
 
 def _between(raw: dict[str, np.ndarray], moments: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
              idx: dict[str, np.ndarray], sigma2: float) -> np.ndarray:
-    """Method-of-moments between-segment variances of (offset, slope deviation), floored at 0."""
-    excess: list[np.ndarray] = []
+    """Between-segment variances of (offset, slope deviation): for each, the upper end of a
+    one-sided 90% Q-profile interval (see :func:`_tau2_upper`)."""
+    betas, variances = [], []
     for name, beta in raw.items():
         xtwx = moments[name][1]
         if len(idx[name]) < MIN_PAIRS or abs(np.linalg.det(xtwx)) < 1e-12:
             continue
-        excess.append(beta * beta - sigma2 * np.diag(np.linalg.inv(xtwx)))
-    if len(excess) < 2:
+        betas.append(beta)
+        variances.append(sigma2 * np.diag(np.linalg.inv(xtwx)))
+    if len(betas) < 2:
         return np.zeros(2)
-    return np.maximum(np.mean(excess, axis=0), 0.0)
+    b, v = np.array(betas), np.array(variances)
+    return np.array([_tau2_upper(b[:, j], v[:, j]) for j in range(2)])
+
+
+# 10% quantiles of chi-square with 1..10 degrees of freedom; Wilson-Hilferty beyond.
+_CHI2_10 = (0.01579, 0.2107, 0.5844, 1.0636, 1.6103, 2.2041, 2.8331, 3.4895, 4.1682, 4.8652)
+
+
+def _chi2_lower(dof: int) -> float:
+    if dof <= len(_CHI2_10):
+        return _CHI2_10[dof - 1]
+    c = 2.0 / (9.0 * dof)
+    return dof * (1.0 - c - 1.2815516 * math.sqrt(c)) ** 3
+
+
+def _tau2_upper(b: np.ndarray, v: np.ndarray) -> float:
+    """Upper end of the one-sided 90% Q-profile interval of the between-segment variance: the
+    ``t`` where ``Q(t) = sum_i (b_i - mean_w b)^2 / (v_i + t)`` falls to the 10% quantile of
+    chi-square with k - 1 degrees of freedom. The point estimate is often 0 with a handful of
+    segments although they differ (one draw of four), and a posterior that believes it pulls a
+    segment fully onto the pool with no uncertainty: an overconfident reference breaks the
+    budget, a less pooled one is only slower."""
+    target = _chi2_lower(len(b) - 1)
+
+    def q(t: float) -> float:
+        w = 1.0 / (v + t)
+        mean = float(np.sum(w * b) / np.sum(w))
+        return float(np.sum(w * (b - mean) ** 2))
+
+    if q(0.0) <= target:
+        return 0.0
+    lo, hi = 0.0, max(float(np.max(v)), 1e-12)
+    while q(hi) > target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if q(mid) > target else (lo, mid)
+    return hi
 
 
 def star_tau(ref: ReferenceRelation, pool: SegmentPool) -> float:
