@@ -27,14 +27,15 @@ from agent.store import Store
 
 ARL0 = 200_000.0
 BETA = 1.0 / 1.64
-MU = {"chat": 0.5, "email": 0.0, "voice": -1.0, "billing": -0.5, "easy": 1.0, "hard": -1.0}
+MU = {"chat": 0.5, "email": 0.0, "voice": -1.0, "billing": -0.5, "easy": 1.0, "hard": -1.0,
+      "web": 0.1, "app": 0.0, "api": -0.1, "refunds": 0.0}
 T0 = 1_790_000_000.0
 
 
 def pairs(rng: np.random.Generator, n: int, share: dict[str, float], start: int = 0) -> list[PairObservation]:
     names = list(share)
     seg = rng.choice(names, size=n, p=[share[s] for s in names])
-    q = np.array([MU.get(s, -0.25) for s in seg]) + rng.normal(size=n)
+    q = np.array([MU[s] for s in seg]) + rng.normal(size=n)
     p = q + rng.normal(scale=0.8, size=n)
     a = q + rng.normal(scale=0.5, size=n)
     return [PairObservation(float(start + i), float(p[i]), float(a[i]), 1.0, str(seg[i])) for i in range(n)]
@@ -117,18 +118,20 @@ def test_every_segment_gets_its_reference_from_the_span_and_a_small_one_is_less_
 
 
 def test_a_small_gamed_segment_is_caught_that_unpooled_tests_never_see() -> None:
+    """Segments that differ little at the same proxy: the pool gives refunds (5%, ~10 reference
+    pairs) a reference nearly as certain as the pool's."""
     def gamed(make: type[DecouplingDetector]) -> list[tuple[str, int]]:
         dep = Deployment(ARL0, make)
-        for obs in pairs(np.random.default_rng(3), 2500, SHARE):
-            if obs.ts >= 500 and obs.segment == "billing":
+        for obs in pairs(np.random.default_rng(3), 2500, {"web": 0.5, "app": 0.3, "api": 0.15, "refunds": 0.05}):
+            if obs.ts >= 500 and obs.segment == "refunds":
                 obs = PairObservation(obs.ts, obs.proxy + 1.5, obs.audit - 0.3, 1.0, obs.segment)
             dep.feed(obs)
         return dep.alarms
 
     pooled = gamed(PooledDetector)
-    assert "billing" in {name for name, _ in pooled} and all(at >= 500 for _, at in pooled), pooled
-    assert {name for name, _ in pooled} <= {"billing", "*"}  # the whole stream holds the gamed pairs too
-    assert "billing" not in {name for name, _ in gamed(DecouplingDetector)}  # never 200 pairs of its own
+    assert "refunds" in {name for name, _ in pooled} and all(at >= 500 for _, at in pooled), pooled
+    assert {name for name, _ in pooled} <= {"refunds", "*"}  # the whole stream holds the gamed pairs too
+    assert "refunds" not in {name for name, _ in gamed(DecouplingDetector)}  # never 200 pairs of its own
 
 
 @pytest.mark.parametrize("seed", [3, 4])  # seeds where one line for all alarms

@@ -9,11 +9,11 @@ intercept and slope model, fitted by empirical Bayes)::
 
 ``c_s`` is the segment's own mean proxy on the span. Given the line, each segment's raw
 least-squares deviation ``beta_s = (X'WX)^-1 X'W r`` of its residuals has sampling covariance
-``S_s = sigma^2 (X'WX)^-1``; the between-segment variances are the upper ends of one-sided 90%
-Q-profile intervals (conservative: a point estimate of 0 with a handful of segments would pull each
-onto the pool with no uncertainty), and each segment's deviation is its posterior mean
-``V_s X'W r / sigma^2`` with ``V_s = (X'WX / sigma^2 + diag(tau^-2))^-1``, its posterior
-covariance. The common slope ``b`` is the within-segment (fixed-effects) slope: segments differ in
+``S_s = sigma^2 (X'WX)^-1``; given the between-segment variances each segment's deviation has posterior mean
+``V_s X'W r / sigma^2`` and covariance ``V_s = (X'WX / sigma^2 + diag(tau^-2))^-1``; both are averaged
+over the posterior of ``tau`` (flat prior, a grid), not taken at a point estimate (with a handful
+of segments that is often 0 although they differ: no uncertainty left, an overconfident reference).
+The common slope ``b`` is the within-segment (fixed-effects) slope: segments differ in
 their proxy means, and a slope fitted across them would absorb their offsets; the intercept is
 refitted on ``audit - deviation`` until the estimates settle. A segment
 without reference pairs has deviation 0 and covariance ``diag(tau^2)``: the prior.
@@ -134,72 +134,51 @@ def _deviations(x: np.ndarray, r: np.ndarray, w: np.ndarray, idx: dict[str, np.n
         sse += float(np.sum(w[i] * (r[i] - design @ beta) ** 2))
         dof += len(i) - min(2, len(i))
     sigma2 = max(sse / max(dof, 1.0), 1e-12)
-    tau2 = _between(raw, moments, idx, sigma2)
-    prior = np.diag(1.0 / np.maximum(tau2, 1e-12 * sigma2))
-    pool = SegmentPool(centre=centre, sigma2=sigma2, tau2=(float(tau2[0]), float(tau2[1])))
+    names = list(idx)
+    # Per coordinate (offset, slope deviation): the design is centred on each segment's own mean,
+    # so X'WX is diagonal and the two are independent given the between-segment variances.
+    sampling = np.array([[sigma2 / max(moments[n][1][j, j], 1e-300) for j in range(2)] for n in names])
+    raw_b = np.array([raw[n] for n in names])
+    informs = np.array([len(idx[n]) >= MIN_PAIRS and moments[n][1][1, 1] > 1e-12 for n in names])
+    post = [_posterior(raw_b[:, j], sampling[:, j], informs) for j in range(2)]
+    pool = SegmentPool(centre=centre, sigma2=sigma2, tau2=(post[0][2], post[1][2]))
     dev = np.zeros(len(x))
-    for name, i in idx.items():
-        design, xtwx, xtwr = moments[name]
-        v = np.linalg.inv(xtwx / sigma2 + prior)
-        m = v @ xtwr / sigma2
+    for k, (name, i) in enumerate(idx.items()):
+        design = moments[name][0]
+        m = np.array([post[0][0][k], post[1][0][k]])
         dev[i] = design @ m
         ms = float(np.sum(w[i] * (r[i] - dev[i]) ** 2) / max(np.sum(w[i]), 1e-12))
-        pool.segments[name] = [float(m[0]), float(m[1]), float(v[0, 0]), float(v[0, 1]), float(v[1, 1]),
+        pool.segments[name] = [float(m[0]), float(m[1]), float(post[0][1][k]), 0.0, float(post[1][1][k]),
                                float(len(i)), ms, centres[name]]
     return pool, dev
 
 
-def _between(raw: dict[str, np.ndarray], moments: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-             idx: dict[str, np.ndarray], sigma2: float) -> np.ndarray:
-    """Between-segment variances of (offset, slope deviation): for each, the upper end of a
-    one-sided 90% Q-profile interval (see :func:`_tau2_upper`)."""
-    betas, variances = [], []
-    for name, beta in raw.items():
-        xtwx = moments[name][1]
-        if len(idx[name]) < MIN_PAIRS or abs(np.linalg.det(xtwx)) < 1e-12:
-            continue
-        betas.append(beta)
-        variances.append(sigma2 * np.diag(np.linalg.inv(xtwx)))
-    if len(betas) < 2:
-        return np.zeros(2)
-    b, v = np.array(betas), np.array(variances)
-    return np.array([_tau2_upper(b[:, j], v[:, j]) for j in range(2)])
+_GRID = 80  # points of the between-segment s.d. grid
 
 
-# 10% quantiles of chi-square with 1..10 degrees of freedom; Wilson-Hilferty beyond.
-_CHI2_10 = (0.01579, 0.2107, 0.5844, 1.0636, 1.6103, 2.2041, 2.8331, 3.4895, 4.1682, 4.8652)
-
-
-def _chi2_lower(dof: int) -> float:
-    if dof <= len(_CHI2_10):
-        return _CHI2_10[dof - 1]
-    c = 2.0 / (9.0 * dof)
-    return dof * (1.0 - c - 1.2815516 * math.sqrt(c)) ** 3
-
-
-def _tau2_upper(b: np.ndarray, v: np.ndarray) -> float:
-    """Upper end of the one-sided 90% Q-profile interval of the between-segment variance: the
-    ``t`` where ``Q(t) = sum_i (b_i - mean_w b)^2 / (v_i + t)`` falls to the 10% quantile of
-    chi-square with k - 1 degrees of freedom. The point estimate is often 0 with a handful of
-    segments although they differ (one draw of four), and a posterior that believes it pulls a
-    segment fully onto the pool with no uncertainty: an overconfident reference breaks the
-    budget, a less pooled one is only slower."""
-    target = _chi2_lower(len(b) - 1)
-
-    def q(t: float) -> float:
-        w = 1.0 / (v + t)
-        mean = float(np.sum(w * b) / np.sum(w))
-        return float(np.sum(w * (b - mean) ** 2))
-
-    if q(0.0) <= target:
-        return 0.0
-    lo, hi = 0.0, max(float(np.max(v)), 1e-12)
-    while q(hi) > target:
-        lo, hi = hi, hi * 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if q(mid) > target else (lo, mid)
-    return hi
+def _posterior(b: np.ndarray, v: np.ndarray, informs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Posterior means and variances of the segments' deviations (raw estimates ``b`` with sampling
+    variances ``v``), averaged over the between-segment s.d. ``t`` rather than given one estimate
+    of it: a flat prior on ``t`` on a grid, the likelihood ``prod_i N(b_i; 0, v_i + t^2)`` of the
+    segments with enough pairs (``informs``). With a handful of segments a point estimate of ``t`` is
+    often 0 although they differ, and would pull each onto the pool with no uncertainty: an
+    overconfident reference that breaks the budget. Also returns the posterior mean of ``t^2``, the
+    variance of a segment never seen."""
+    use = informs & np.isfinite(b)
+    if use.sum() < 2:
+        return np.zeros(len(b)), np.zeros(len(b)), 0.0
+    top = 3.0 * math.sqrt(max(float(np.max(b[use] ** 2)), float(np.max(v[use]))))
+    t2 = np.linspace(0.0, top, _GRID) ** 2  # flat in t
+    var = v[use][None, :] + t2[:, None]
+    loglik = -0.5 * np.sum(np.log(var) + b[use][None, :] ** 2 / var, axis=1)
+    p = np.exp(loglik - loglik.max())
+    p /= p.sum()
+    shrink = t2[:, None] / (t2[:, None] + v[None, :])  # grid x segments
+    means = shrink * b[None, :]
+    variances = shrink * v[None, :]
+    m = p @ means
+    second = p @ (variances + means ** 2)
+    return m, np.maximum(second - m * m, 0.0), float(p @ t2)
 
 
 def star_tau(ref: ReferenceRelation, pool: SegmentPool) -> float:
@@ -228,10 +207,12 @@ def segment_relation(ref: ReferenceRelation, pool: SegmentPool, segment: str) ->
     out.proxy_mean_ = c
     out.audit_mean_ = out.intercept_ + out.slope_ * c
     out.n_ = pool.pairs(segment)
-    # The pooled line's own error at this segment's traffic (its slope error times the distance),
-    # then the deviation's: bias s.d.s in level-score units.
-    away = ref.slope_sd_ * abs(c - ref.proxy_mean_) / ref.proxy_sd_ * out.level_gain / ref.level_gain
-    out.level_tau_ = math.sqrt(ref.level_tau_ ** 2 + away ** 2 + vuu * out.level_gain ** 2)
+    # Bias s.d. in level-score units: the deviation's posterior error, plus the pooled line's own
+    # error at this segment's traffic (intercept, and slope times the distance) in the part the
+    # segment's own pairs did not replace (1 - B, B = V_uu / (sigma^2 / n_s) the weight on them).
+    own = 1.0 - min(vuu * s[5] / pool.sigma2, 1.0) if s is not None and pool.sigma2 > 0 else 1.0
+    line = math.hypot(ref.level_tau_, ref.slope_sd_ * abs(c - ref.proxy_mean_) / ref.proxy_sd_)
+    out.level_tau_ = math.sqrt((own * line * out.level_gain / ref.level_gain) ** 2 + vuu * out.level_gain ** 2)
     out.slope_sd_ = math.hypot(ref.slope_sd_, math.sqrt(vdd) * ref.proxy_sd_ * out.level_gain)
     out.slope_tau_ = math.hypot(ref.slope_tau_, math.sqrt(vdd) * ref.proxy_sd_ / (out.scale_ * ref.slope_scale_))
     out.level_scores_ = np.asarray(pool.scores[0], dtype=float)
