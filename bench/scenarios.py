@@ -236,6 +236,20 @@ def small_segment_gamed(n: int = 3000, start: int = 500) -> Scenario:
                     Truth(0.0, BETA, 0.8, "level", (0.3 + 1.5 * BETA) / 0.8), note="segmented")
 
 
+def small_segment_gamed_alike(n: int = 3000, start: int = 500) -> Scenario:
+    """As above, with segments that differ little at the same proxy (quality means -0.1 to 0.1):
+    the pool gives the small segment a reference nearly as certain as the whole stream's."""
+    names, mus = ["web", "app", "api", "refunds"], {"web": 0.1, "app": 0.0, "api": -0.1, "refunds": 0.0}
+
+    def make(rng: np.random.Generator) -> Stream:
+        probe = _segmented(rng, names, mus, np.tile(SEG_SHARE, (n, 1)))
+        after = (np.arange(n) >= start) & (probe.segment == "refunds")
+        return Stream(probe.ts, probe.proxy + 1.5 * after, probe.audit - 0.3 * after, probe.weight,
+                      probe.segment, probe.offset)
+    return Scenario("segments: 5% segment gamed, segments alike", start, n, make,
+                    Truth(0.0, BETA, 0.8, "level", (0.3 + 1.5 * BETA) / 0.8), note="segmented")
+
+
 def segment_mix_shift(n: int = 3000, start: int = 500) -> Scenario:
     """Two segments 0.8 audit s.d. apart at the same proxy; the hard one goes from 20% to 80%."""
     def make(rng: np.random.Generator) -> Stream:
@@ -266,4 +280,5 @@ def all_scenarios() -> list[Scenario]:
     return [stable(), heavy_tails(), binary_stable(), genuine_improvement(), mix_shift(),
             beyond_range(), proxy_up_audit_down(), audit_drop(), relation_lost(), one_segment(),
             binary_drop(), lower_is_better(), late_labels(), weighted(), gao(),
-            segment_stable(), segment_mix_shift(), new_segment(), small_segment_gamed()]
+            segment_stable(), segment_mix_shift(), new_segment(), small_segment_gamed(),
+            small_segment_gamed_alike()]
