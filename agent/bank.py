@@ -269,7 +269,7 @@ class DetectorBank:
     def checkpoint(self) -> None:
         """Save the detectors that changed and the cursors they correspond to (inside a transaction)."""
         self.store.save_detectors({
-            key_text(key): {"detector": self.detectors[key].state_dict(), "alarm": self.alarms.to_dict(key),
+            key_text(key): {"detector": self.detectors[key].checkpoint_state(), "alarm": self.alarms.to_dict(key),
                                     "settings": self.settings}
             for key in sorted(self._dirty)})
         self._dirty.clear()

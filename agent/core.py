@@ -7,6 +7,7 @@ module imports nothing from the agent, so any module may import it without creat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,23 @@ OTHER_SEGMENT = "other"
 
 #: One test of a proxy against an audit, in one segment (or ``ALL``): (proxy, audit, segment).
 PairKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Ring:
+    """A ring buffer in a detector's checkpoint state (``Detector.checkpoint_state``), which the store
+    saves in chunks, only those written since the last checkpoint (agent/store/detectors.py).
+
+    ``buf``: a float64 array (rows, size); ``pos``: the slot written next; ``count``: slots holding
+    data (slots ``count..size-1`` are empty, zero, until the ring is full); ``written``: every slot
+    write since the detector was built (monotone), from which the store knows which slots changed.
+    The store copies what it writes at once, so ``buf`` may be the detector's own array.
+    """
+
+    buf: Any
+    pos: int
+    count: int
+    written: int
 
 
 def path_parts(path: str) -> list[str]:

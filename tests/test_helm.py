@@ -292,6 +292,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "sidecar-example-native-auto": {"exampleApp": {"enabled": True}},
     "sidecar-example-plain": {"exampleApp": {"enabled": True}, "sidecar": {"native": False}},
     "sidecar-http-push": {"config": {"source": {"type": "http_push"}}, "monitor": {"enabled": True}},
+    "sidecar-otlp": {"config": {"source": {"type": "otlp"}}},
+    "standalone-otlp": {"mode": "standalone", "config": {"source": {"type": "otlp"}},
+                        "networkPolicy": {"enabled": True}},
     "sidecar-everything": SIDECAR_FULL,
     "all-gated-off": {"monitor": {"enabled": False}, "prometheusRule": {"enabled": False},
                       "dashboards": {"enabled": False}},
@@ -530,6 +533,25 @@ def test_config_checksum_rolls_the_pods(chart: Any) -> None:
 def test_http_push_binds_loopback_in_a_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
     config = agent_config(rendered["sidecar-http-push"])
     assert config["source"] == {"type": "http_push", "listen": "127.0.0.1:10101"}
+
+
+def test_an_otlp_receiver_binds_loopback_on_the_sdk_default_port_in_a_sidecar(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    # An instrumented app in the same pod exports to localhost:4318 by default: no configuration.
+    assert agent_config(rendered["sidecar-otlp"])["source"] == {"type": "otlp", "listen": "127.0.0.1:4318"}
+    assert not by_kind(rendered["sidecar-otlp"], "Service")
+
+
+def test_a_standalone_otlp_receiver_is_exposed_on_its_own_named_port(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["standalone-otlp"]
+    assert agent_config(objects)["source"] == {"type": "otlp", "listen": "0.0.0.0:4318"}
+    agent = agent_containers(one(objects, "Deployment")["spec"]["template"]["spec"])[0]
+    assert {p["name"]: p["containerPort"] for p in agent["ports"]} == {"goodhart": 10100, "goodhart-otlp": 4318}
+    service = one(objects, "Service")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"goodhart": 10100, "goodhart-otlp": 4318}
+    assert [r["ports"][0]["port"] for r in one(objects, "NetworkPolicy")["spec"]["ingress"]] == [
+        "goodhart", "goodhart-otlp"]
 
 
 # --- standalone -----------------------------------------------------------------------------------

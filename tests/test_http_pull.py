@@ -262,13 +262,14 @@ def test_json_array_replies_can_use_the_last_records_id(apis: Any, pulled: Any) 
 def test_bad_records_in_a_page_are_rejected_and_the_page_still_counts(apis: Any, pulled: Any) -> None:
     api = apis("ndjson")
     api.records = records(2)
-    body = (json.dumps(api.records[0]) + "\n{oops\n" + json.dumps({"ts": T0 + 5}) + "\n"
+    digits = '{"id": "long", "proxy": {"thumbs_up": ' + "1" * 5000 + "}}"  # over Python's 4,300 digits
+    body = (json.dumps(api.records[0]) + "\n{oops\n" + json.dumps({"ts": T0 + 5}) + "\n" + digits + "\n"
             + json.dumps(api.records[1]) + "\n").encode()
     api.script = [("body", body, "application/x-ndjson")]
     p = pulled(api.url, cursor_param="since")
     p.ingest()
-    assert p.stored() == 2
-    assert p.pipeline.counters.value("records_rejected_total", reason="not_json") == 1
+    assert p.stored() == 2  # before: the 5,000 digits failed the whole page on every poll
+    assert p.pipeline.counters.value("records_rejected_total", reason="not_json") == 2
     assert p.pipeline.counters.value("records_rejected_total", reason="no_id") == 1
 
 
@@ -355,6 +356,15 @@ def test_garbage_bodies_store_nothing_and_keep_the_cursor(apis: Any, pulled: Any
     assert p.source.errors[reason] == 2
     assert p.store.get_offset("http_pull") == {"cursor": 4}
     assert p.stored() == 4
+
+
+def test_an_object_reply_with_an_integer_over_4300_digits_is_a_bad_body(apis: Any, pulled: Any) -> None:
+    api = apis("object")
+    api.records = records(2)
+    api.script = [("body", b'{"records": [{"id": "long", "n": ' + b"1" * 5000 + b"}]}", "application/json")]
+    p = pulled(api.url)
+    assert p.ingest() == 0  # before: an uncaught ValueError, the ingest job failing on every tick
+    assert p.source.errors["bad_body"] == 1
 
 
 def test_a_refused_connection_is_counted_and_down(pulled: Any) -> None:

@@ -126,6 +126,8 @@ def test_a_record_above_the_record_limit_is_rejected_alone(make_pushed: Any) -> 
 @pytest.mark.parametrize(("body", "content_type", "reason"), [
     (b"{not json", "application/json", "not valid JSON"),
     (b"\xff\xfe\x00garbage", "application/json", "not valid JSON"),
+    pytest.param(b'[{"id": "x", "proxy": {"thumbs_up": ' + b"1" * 5000 + b"}}]", "application/json",
+                 "not valid JSON", id="over-4300-digits"),  # before: 500 and a traceback
     (b"42", "application/json", "object or an array"),
     (b'"text"', "application/json", "object or an array"),
     (b"   ", "application/json", "empty"),

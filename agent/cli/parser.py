@@ -20,6 +20,7 @@ EXAMPLES = {
     "reference import": "goodhart-agent reference import --config config.yaml reference.json",
     "evidence": "goodhart-agent evidence --config config.yaml --proxy thumbs_up --audit resolved --segment '*'",
     "report": "goodhart-agent report --config config.yaml outputs.jsonl --out report.html",
+    "plan": "goodhart-agent plan --config config.yaml --audits-per-second 0.001 --shift 1 --target-hours 24",
 }
 
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reference_parser(command("reference", "The fitted references as a reviewed JSON artifact: export them from a "
                               "store (running daemon or not), or import one into a stopped agent's store."))
     _why_commands(command)
+    _plan_parser(command("plan", "How long warm-up and detection take at an audit rate; the rate a target needs."))
     return parser
 
 
@@ -109,6 +111,28 @@ def _running_commands(command: Callable[[str, str], argparse.ArgumentParser]) ->
                        help="a real JSONL log: report how often each configured field is present (and numeric)")
     check.add_argument("--records", type=int, default=1000, metavar="N",
                        help="records of --sample read (default 1000)")
+
+
+def _share(value: str) -> float:
+    number = _positive(value)
+    if number > 1:
+        raise argparse.ArgumentTypeError("must be at most 1")
+    return number
+
+
+def _plan_parser(plan: argparse.ArgumentParser) -> None:
+    """``plan``: warm-up and detection delay at an audit rate."""
+    plan.add_argument("--config", required=True, help="YAML config file")
+    plan.add_argument("--audits-per-second", type=_positive, required=True,
+                      help="audited pairs per second of the whole stream (3 per hour: 0.00083)")
+    plan.add_argument("--shift", type=_positive, action="append", metavar="D",
+                      help="a step shift to plan for, in residual standard deviations; repeatable "
+                           "(default 0.5, 1 and 2)")
+    plan.add_argument("--segment-share", type=_share, default=0.1, metavar="S",
+                      help="a segment's share of the traffic, for its warm-up and delay (default 0.1)")
+    plan.add_argument("--target-hours", type=_positive, default=24.0, metavar="T",
+                      help="the audit rate needed to meet this time is stated (default 24)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON, for programs")
 
 
 def _reference_parser(ref: argparse.ArgumentParser) -> None:

@@ -30,6 +30,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rates = [args.audits_per_second] if args.audits_per_second else [0.1, 1.0, 10.0]
     print("  that is about one every " + ", ".join(
         f"{_duration(gamma / rate)} at {rate:g} audits/s" for rate in rates if rate > 0))
+    if args.audits_per_second:
+        from agent.cli.planning import warmup_note
+
+        note = warmup_note(config, args.audits_per_second)
+        if note:
+            print(note)
     if pinned is not None:
         print(f"reference file: {pinned} pairs start from {config.detection.reference_file}")
     for problem in problems:  # where check-config runs is often not where the daemon runs

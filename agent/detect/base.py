@@ -212,7 +212,13 @@ class Detector(ABC):
 
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` or :meth:`checkpoint_state` returned."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """:meth:`state_dict` for a checkpoint: a large ring buffer may be left as a
+        :class:`~agent.core.Ring`, which the store saves in chunks, only those that changed since the
+        last checkpoint (agent/store/detectors.py); everything else JSON-serialisable."""
+        return self.state_dict()
 
     def reference_info(self) -> ReferenceInfo | None:
         """The current reference's origin and time span; None while warming up (or no reference)."""

@@ -54,11 +54,12 @@ from typing import Any
 
 import numpy as np
 
+from agent.core import Ring
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.detect.cusums import BANK, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
-from agent.detect.window import DeferredWindow
+from agent.detect.window import DeferredWindow, restore_window
 from agent.detect.window import finite as _finite
 
 
@@ -344,7 +345,13 @@ class DecouplingDetector(Detector):
         return dict(self._counters)
 
     def state_dict(self) -> dict[str, Any]:
-        ts, p, a, w = self._window()
+        return {**self._state(), "window": [row.tolist() for row in self._window()]}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The window as the ring buffer it is: a checkpoint writes only the slots filled since the last."""
+        return {**self._state(), "ring": Ring(self._buf, self._pos, self._count, int(self._counters["audited"]))}
+
+    def _state(self) -> dict[str, Any]:  # everything but the window
         return {
             "version": 4,
             "params": self._params(),
@@ -362,7 +369,6 @@ class DecouplingDetector(Detector):
             "proxy_ewma": self._proxy_ewma,
             "late": self._late,
             "cusum": {k: {f: _f(v) for f, v in e.items()} for k, e in self._cusum.items()},
-            "window": [ts.tolist(), p.tolist(), a.tolist(), w.tolist()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -391,8 +397,4 @@ class DecouplingDetector(Detector):
                        for k, e in state["cusum"].items()}
         for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one
             e.setdefault("a", 1.0 if name in self._h and e["s"] > self._h[name][0] else 0.0)
-        win = np.asarray(state["window"], dtype=float).reshape(4, -1)
-        m = win.shape[1]
-        self._buf[:, :m] = win
-        self._count = m
-        self._pos = m % self.window
+        self._pos, self._count = restore_window(self._buf, state)

@@ -4,9 +4,11 @@ of the reference and the window's proxies, audits and weights."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from agent.core import Ring
 from agent.detect.base import Estimates
 from agent.detect.reference import ReferenceRelation
 from agent.stats import spearman
@@ -56,3 +58,21 @@ class DeferredWindow:
             self._value = window_estimates(self._ref, buf[1], buf[2], buf[3])
             self._buf = buf[:0]  # no longer needed
         return self._value
+
+
+def restore_window(buf: np.ndarray, state: dict[str, Any]) -> tuple[int, int]:
+    """Fill a detector's window ring ``buf`` (rows, size) from its saved state; returns (pos, count).
+
+    A checkpoint holds the ring slot for slot (a :class:`~agent.core.Ring`); ``state_dict`` (and
+    every state saved before checkpoints kept rings) holds the window oldest first, as lists.
+    """
+    ring = state.get("ring")
+    if isinstance(ring, Ring):
+        if np.shape(ring.buf) != buf.shape:
+            raise ValueError(f"detector window ring of shape {np.shape(ring.buf)}, expected {buf.shape}")
+        buf[:] = ring.buf
+        return int(ring.pos), int(ring.count)
+    win = np.asarray(state["window"], dtype=float).reshape(buf.shape[0], -1)
+    m = win.shape[1]
+    buf[:, :m] = win
+    return m % buf.shape[1], m

@@ -93,6 +93,9 @@ class RoutingServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # closing never waits on a slow client's thread
     allow_reuse_address = True
+    #: the kernel's accept queue (the standard library's 5 leaves a burst of clients in SYN retries
+    #: instead of reaching the connection cap, which answers the excess 503 at once)
+    request_queue_size = 128
 
     def __init__(self, host: str, port: int, max_body: int, limits: ServerLimits) -> None:
         if ":" in host:  # an IPv6 literal

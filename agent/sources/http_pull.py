@@ -192,7 +192,7 @@ class HttpPullSource(Source):
             return Page()
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or an integer over 4,300 digits
             raise PullError("bad_body", "reply is neither JSON nor NDJSON") from None
         if isinstance(doc, list):
             return Page(items=as_items(doc), cursor=self._record_cursor(doc))
@@ -217,7 +217,7 @@ class HttpPullSource(Source):
                 continue
             try:
                 obj = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # not UTF-8, not JSON, or an integer over 4,300 digits
                 page.items.append(line)  # the parser rejects it as not_json
                 continue
             page.items.append(obj)

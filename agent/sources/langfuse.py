@@ -149,7 +149,7 @@ class LangfuseScoresSource(HttpPullSource):
     def _decode(self, body: bytes, content_type: str) -> Page:
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or an integer over 4,300 digits
             raise PullError("bad_body", "reply is not JSON") from None
         data = doc.get("data") if isinstance(doc, dict) else None
         meta = doc.get("meta") if isinstance(doc, dict) else None

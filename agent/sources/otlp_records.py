@@ -62,7 +62,7 @@ def message_text(raw: Any) -> str | None:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not JSON, or an integer over 4,300 digits
             return None
     if not isinstance(raw, list):
         return None

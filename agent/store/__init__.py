@@ -7,16 +7,17 @@ counters and alarm events, the audit queue and budgets. Every ingest batch is wr
 transaction together with the source offset it reached, so a restart neither re-reads nor skips.
 
 ``database`` holds the connection, migrations and transactions; ``join`` outputs, labels and
-audited outputs; ``state`` offsets, cursors, detectors and segments; ``log`` counters and events;
-``retention`` what may be dropped; ``audits`` the audit queue and budgets; ``references`` which
-pairs started from a reference artifact; ``forward`` a forwarder's buffer of records on their way
-to the gateway; ``evidence`` the audited outputs behind an excursion, text excerpts and verdict
-history; ``health`` the write probe and integrity check behind ``/readyz``. All SQL of the agent
-lives in this package.
+audited outputs; ``state`` offsets, cursors and segments; ``detectors`` detector checkpoints (their
+ring buffers in chunks); ``log`` counters and events; ``retention`` what may be dropped; ``audits``
+the audit queue and budgets; ``references`` which pairs started from a reference artifact;
+``forward`` a forwarder's buffer of records on their way to the gateway; ``evidence`` the audited
+outputs behind an excursion, text excerpts and verdict history; ``health`` the write probe and
+integrity check behind ``/readyz``. All SQL of the agent lives in this package.
 """
 
 from agent.store.audits import AuditQueue, BudgetLevels, QueueItem, load_budget, save_budget
 from agent.store.database import DB_FILENAME, MIGRATIONS, Database, OutputRow, PairRow
+from agent.store.detectors import DetectorTables
 from agent.store.evidence import EvidenceRow, EvidenceTables, Line, VerdictRow
 from agent.store.forward import BufferedBatch, BufferStats, ForwardTables
 from agent.store.health import HealthTables
@@ -27,8 +28,8 @@ from agent.store.retention import RetentionTables
 from agent.store.state import StateTables
 
 
-class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables, ReferenceTables, ForwardTables,
-            HealthTables, Database):
+class Store(JoinTables, EvidenceTables, LogTables, RetentionTables, StateTables, DetectorTables, ReferenceTables,
+            ForwardTables, HealthTables, Database):
     """SQLite behind one class: a path, ``:memory:`` or a directory (``goodhart.db`` inside).
 
     One connection shared by the scheduler's threads and the HTTP handlers, serialised by a

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,29 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE health_probe(id INTEGER PRIMARY KEY CHECK (id = 1), written_at REAL NOT NULL);
     """,
+    # 8: retention by index, not by scanning (agent/store/retention.py: outputs still waiting for a
+    # label in seq order, early labels and verdicts by ts, a count of remembered ids kept by triggers);
+    # detectors' ring buffers saved in chunks, only the chunks written since the last checkpoint
+    # (agent/store/detectors.py)
+    """
+    CREATE INDEX outputs_pending ON outputs(seq) WHERE labelled = 0;
+    CREATE INDEX early_labels_ts ON early_labels(ts);
+    CREATE INDEX verdicts_ts ON verdicts(ts);
+    CREATE TABLE seen_ids_total(id INTEGER PRIMARY KEY CHECK (id = 1), ids INTEGER NOT NULL);
+    INSERT INTO seen_ids_total(id, ids) SELECT 1, count(*) FROM seen_ids;
+    CREATE TRIGGER seen_ids_added AFTER INSERT ON seen_ids BEGIN
+        UPDATE seen_ids_total SET ids = ids + 1 WHERE id = 1;
+    END;
+    CREATE TRIGGER seen_ids_removed AFTER DELETE ON seen_ids BEGIN
+        UPDATE seen_ids_total SET ids = ids - 1 WHERE id = 1;
+    END;
+    CREATE TABLE detector_chunks(
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        chunk INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY(key, name, chunk));
+    """,
 ]
 
 
@@ -162,6 +185,7 @@ class Database:
             location = str(Path(location) / DB_FILENAME)
         self.path = location
         self.lock = threading.RLock()
+        self._committed: list[Callable[[], None]] = []  # after_commit callbacks of the open transaction
         self._conn: sqlite3.Connection | None
         if read_only:
             self._conn = self._open_read_only(location)
@@ -224,15 +248,55 @@ class Database:
                 yield conn
                 return
             conn.execute("BEGIN IMMEDIATE")
+            self._committed = []
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._committed = []
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            done, self._committed = self._committed, []
+            for callback in done:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction is committed (never if it rolls back): for
+        what a writer remembers of the rows it wrote (the detectors' chunk marks)."""
+        with self.lock:
+            if self.conn.in_transaction:
+                self._committed.append(callback)
+            else:
+                callback()
 
     def size_bytes(self) -> int:
         with self.lock:
             pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
             size = self.conn.execute("PRAGMA page_size").fetchone()[0]
         return int(pages) * int(size)
+
+
+def span_fits(conn: sqlite3.Connection, rows: str, keep: int) -> bool:
+    """Whether ``rows`` (``table [WHERE ...]``, with an index on the rowid for that WHERE) surely
+    hold at most ``keep`` rows, in two index lookups: rowids are distinct integers, so ``max - min +
+    1 <= keep`` says so. False means "maybe more": count them the slow way."""
+    lo = conn.execute(f"SELECT min(rowid) FROM {rows}").fetchone()[0]
+    if lo is None:
+        return True
+    return int(conn.execute(f"SELECT max(rowid) FROM {rows}").fetchone()[0]) - int(lo) + 1 <= keep
+
+
+def newest_beyond(conn: sqlite3.Connection, rows: str, keep: int) -> int | None:
+    """The ``seq`` (the rowid) of the newest row past the newest ``keep`` of ``rows`` (``table
+    [WHERE ...]``, with an index on ``seq`` for that WHERE), so that ``seq <= it`` is what a bound
+    of ``keep`` rows drops; None when there are at most ``keep``.
+
+    The usual answer costs two index lookups (:func:`span_fits`). Only when the span is wider does
+    it walk the index, at most ``keep`` entries (the old shape, ``seq IN (... ORDER BY seq DESC
+    LIMIT -1 OFFSET keep)``, walked every row, every time).
+    """
+    if span_fits(conn, rows, keep):
+        return None
+    row = conn.execute(f"SELECT seq FROM {rows} ORDER BY seq DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
+    return None if row is None else int(row[0])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.core import ALL
-from agent.store.database import Database
+from agent.store.database import Database, newest_beyond, span_fits
 
 _BIG = 1e308  # an unbounded reference line: SQLite's min/max take no infinities from Python reliably
 
@@ -134,8 +134,10 @@ class EvidenceTables(Database):
         """Excerpts and verdicts older than the audited outputs kept, and beyond their bounds, go."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM excerpts WHERE ts < ?", (min_ts,))
-            conn.execute("DELETE FROM excerpts WHERE id IN"
-                         " (SELECT id FROM excerpts ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_excerpts,))
+            if not span_fits(conn, "excerpts", max_excerpts):  # else it walks every excerpt
+                conn.execute("DELETE FROM excerpts WHERE id IN"
+                             " (SELECT id FROM excerpts ORDER BY ts DESC LIMIT -1 OFFSET ?)", (max_excerpts,))
             conn.execute("DELETE FROM verdicts WHERE ts < ?", (min_ts,))
-            conn.execute("DELETE FROM verdicts WHERE seq IN"
-                         " (SELECT seq FROM verdicts ORDER BY seq DESC LIMIT -1 OFFSET ?)", (max_verdicts,))
+            cut = newest_beyond(conn, "verdicts", max_verdicts)
+            if cut is not None:
+                conn.execute("DELETE FROM verdicts WHERE seq <= ?", (cut,))

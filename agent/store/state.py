@@ -1,8 +1,8 @@
-"""Small key/value tables: source offsets, detector cursors and state, known segments.
+"""Small key/value tables: source offsets, detector cursors, known segments.
 
 Words: a source's *offset* is where it stopped reading (a file position, a pull cursor); a
 detector *cursor* is the last output and audited-output sequence number the detectors have seen;
-a *checkpoint* saves the detectors together with their cursors.
+a *checkpoint* saves the detectors (agent/store/detectors.py) together with their cursors.
 """
 
 from __future__ import annotations
@@ -42,17 +42,3 @@ class StateTables(Database):
     def add_segment(self, value: str, ts: float) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR IGNORE INTO segments(value, first_seen) VALUES (?, ?)", (value, ts))
-
-    def save_detectors(self, states: dict[str, dict[str, Any]]) -> None:
-        with self.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO detectors(key, state) VALUES (?, ?)",
-                             [(k, json.dumps(v, sort_keys=True)) for k, v in states.items()])
-
-    def load_detectors(self) -> dict[str, dict[str, Any]]:
-        with self.lock:
-            rows = self.conn.execute("SELECT key, state FROM detectors").fetchall()
-        return {k: json.loads(v) for k, v in rows}
-
-    def clear_detectors(self) -> None:
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM detectors")

@@ -109,9 +109,24 @@ app.kubernetes.io/part-of: goodhart-agent
 {{- ternary "gateway" "agent" (eq .Values.mode "gateway") }}
 {{- end }}
 
-{{/* True when the push listener is served on the pod's network (standalone or gateway, http_push). */}}
+{{/* True when the source is a receiver (http_push or otlp): the agent listens for records. */}}
+{{- define "goodhart-agent.isReceiver" -}}
+{{- if has (include "goodhart-agent.sourceType" .) (list "http_push" "otlp") }}true{{ end }}
+{{- end }}
+
+{{/* The receiver's named port: goodhart-push (http_push) or goodhart-otlp (otlp). */}}
+{{- define "goodhart-agent.receiverPortName" -}}
+{{- ternary "goodhart-otlp" "goodhart-push" (eq (include "goodhart-agent.sourceType" .) "otlp") }}
+{{- end }}
+
+{{/* The receiver's port number: ports.otlp for otlp, ports.push for http_push. */}}
+{{- define "goodhart-agent.receiverPort" -}}
+{{- ternary .Values.ports.otlp .Values.ports.push (eq (include "goodhart-agent.sourceType" .) "otlp") | int }}
+{{- end }}
+
+{{/* True when the receiver is served on the pod's network (standalone or gateway, http_push or otlp). */}}
 {{- define "goodhart-agent.pushExposed" -}}
-{{- if and (include "goodhart-agent.isServer" .) (eq (include "goodhart-agent.sourceType" .) "http_push") }}true{{ end }}
+{{- if and (include "goodhart-agent.isServer" .) (include "goodhart-agent.isReceiver" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -148,7 +163,7 @@ release installs them, a sidecar release does not.
 
 {{/*
 The agent config as YAML: values.config, deep-merged with extraConfig, plus the keys the chart owns
-(listen, state_dir, and source.listen for http_push).
+(listen, state_dir, and source.listen for http_push and otlp).
 */}}
 {{- define "goodhart-agent.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -160,7 +175,7 @@ The agent config as YAML: values.config, deep-merged with extraConfig, plus the 
 {{- $config = mustMergeOverwrite $config $extra }}
 {{- end }}
 {{- if not (kindIs "map" $config.source) }}
-{{- fail "config.source is required: the agent needs a source of live records (jsonl, http_push or http_pull)" }}
+{{- fail "config.source is required: the agent needs a source of live records (jsonl, http_push, http_pull or otlp)" }}
 {{- end }}
 {{- $type := include "goodhart-agent.sourceType" . }}
 {{- /* keys of the other source types (left over from the defaults) are dropped */}}
@@ -173,9 +188,9 @@ The agent config as YAML: values.config, deep-merged with extraConfig, plus the 
 {{- if and (eq .Values.mode "gateway") (ne $type "http_push") }}
 {{- fail "mode gateway needs config.source.type: http_push (the forwarders push to it)" }}
 {{- end }}
-{{- if eq $type "http_push" }}
+{{- if include "goodhart-agent.isReceiver" . }}
 {{- $host := ternary "0.0.0.0" "127.0.0.1" (eq (include "goodhart-agent.isServer" .) "true") }}
-{{- $_ := set $config.source "listen" (printf "%s:%d" $host (int .Values.ports.push)) }}
+{{- $_ := set $config.source "listen" (printf "%s:%s" $host (include "goodhart-agent.receiverPort" .)) }}
 {{- end }}
 {{- if eq $type "jsonl" }}
 {{- $dir := trimSuffix "/" .Values.sidecar.handoff.mountPath }}
@@ -298,8 +313,8 @@ Secrets are optional references there: a Secret that does not exist leaves its v
       containerPort: {{ $v.ports.metrics }}
       protocol: TCP
     {{- if include "goodhart-agent.pushExposed" $ctx }}
-    - name: goodhart-push
-      containerPort: {{ $v.ports.push }}
+    - name: {{ include "goodhart-agent.receiverPortName" $ctx }}
+      containerPort: {{ include "goodhart-agent.receiverPort" $ctx }}
       protocol: TCP
     {{- end }}
   env:
