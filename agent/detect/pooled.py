@@ -147,8 +147,8 @@ class PooledDetector(DecouplingDetector):
         self.load_reference(pinned)
         self._origin = "imported" if pinned.get("origin") == "imported" else "fitted"
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+    def _state(self) -> dict[str, Any]:  # both state_dict and checkpoint_state
+        state = super()._state()
         state["pool"] = None if self._pool is None else self._pool.to_dict()
         state["warmup_segments"] = list(self._warmup_seg)
         return state
