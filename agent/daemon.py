@@ -167,7 +167,8 @@ class Agent:
         self._store_problem = self.store.probe_write(time.time())
         self.scheduler.add("store_probe", STORE_PROBE_SECONDS, self._probe_store)
         own = {s.name: s.server for s in self.sources if isinstance(s, HttpPushSource) and s.server is not server}
-        add_standard_routes(self.server, self.wired.registry(config_attempts), self._ready, __version__, own)
+        registry, prerendered = self.wired.metrics(config_attempts)
+        add_standard_routes(self.server, registry, self._ready, __version__, own, prerendered)
         if self.pipeline is not None:
             add_report_routes(self.server, config, self.pipeline.view, self.store, self.wired.components, __version__)
             self.server.route("POST", "/v1/rebaseline", self._rebaseline, max_body=4096)

@@ -23,6 +23,7 @@ REASONS: dict[str, str] = {
     "proxy_inflated": "the proxy rose beyond what the audit confirms: its own rise explains most of the gap",
     "audit_dropped": "the audit fell below what the reference predicts while the proxy held",
     "relation_lost": "the audit no longer moves with the proxy",
+    "gains_bending": "the audit's gain per unit of proxy fell well below the reference's while the proxy rose",
 }
 
 

@@ -1,17 +1,18 @@
-"""A prometheus_client Collector that builds every series from current state at scrape time.
+"""prometheus_client Collectors for the live series, built from current state at every scrape.
 
-Nothing carries over between scrapes: values come from a read-only view of the pipeline
-(agent/view.py: counters mirrored from the store, so they survive restarts, and the last detect
-snapshot), the scheduler's job statistics and the components' health checks. Each block catches
-its own errors, so one broken part never fails the whole scrape.
+Values come from a read-only view of the pipeline (agent/view.py: counters mirrored from the
+store, so they survive restarts and count what was ingested since the last detect step), the
+scheduler's job statistics and the components' health checks; none of it waits for the store or
+the pipeline's lock. The per-pair series are agent/pair_metrics.py's, built once per detect step
+(agent/exposition.py). Each block catches its own errors, so one broken part never fails the whole
+scrape.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,23 +20,13 @@ from prometheus_client.registry import Collector
 from agent import __version__
 from agent.compute import Computer
 from agent.counters import CounterKey
-from agent.detect.base import STATE_CODES
 from agent.records import REJECT_REASONS
 from agent.scheduler import JobStats
 from agent.view import PipelineView
 
 log = logging.getLogger(__name__)
 
-PAIR_LABELS = ["proxy", "audit", "segment"]
 HealthCheck = Callable[[], bool]
-
-
-def _num(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number
 
 
 class RecordsView(Protocol):
@@ -204,7 +195,8 @@ class RecordsCollector(Collector):
 
 
 class AgentCollector(RecordsCollector):
-    """An agent's series: the shared ones plus detection (detectors, pairs, means, validity)."""
+    """An agent's live series: the shared ones plus field presence. The per-pair series (detectors,
+    pairs, means, validity) are :class:`agent.pair_metrics.PairCollector`'s, built once per detect step."""
 
     def __init__(self, view: PipelineView, jobs: dict[str, JobStats] | None = None,
                  components: dict[str, HealthCheck] | None = None, extra: list[Block] | None = None,
@@ -213,105 +205,8 @@ class AgentCollector(RecordsCollector):
         self.view = view
 
     def blocks(self) -> tuple[Block, ...]:
-        return (self._build, self._records, self._health, self._detectors, self._times, self._references,
-                self._pairs, self._means, self._validity, self._computed, self._fields, self._jobs, self._store,
+        return (self._build, self._records, self._health, self._computed, self._fields, self._jobs, self._store,
                 *self.extra)
-
-    def _detectors(self) -> Iterator[Metric]:
-        snap = self.view.snapshot
-
-        def family(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=PAIR_LABELS)
-
-        alarm = family("goodhart_divergence_alarm", "1 while the pair is in alarm, else 0.")
-        state = family("goodhart_detector_state", "Detector state: 0 ok, 1 warn, 2 alarm.")
-        statistic = family("goodhart_detector_statistic", "The decision statistic.")
-        threshold = family("goodhart_detector_threshold", "The alarm threshold of the decision statistic.")
-        warn = family("goodhart_detector_warn_threshold", "The warn threshold of the decision statistic.")
-        gap = family("goodhart_divergence_gap",
-                     "Audit the reference predicts from the proxy minus audit observed, audit units.")
-        gap_lo = family("goodhart_divergence_gap_lower", "Lower end of the gap's 95% interval.")
-        gap_hi = family("goodhart_divergence_gap_upper", "Upper end of the gap's 95% interval.")
-        samples = family("goodhart_detector_samples", "Audited outputs the detector's verdict used.")
-        corr = GaugeMetricFamily("goodhart_rank_correlation", "Rank correlation of proxy and audit.",
-                                 labels=[*PAIR_LABELS, "period"])
-        for key, verdict in sorted(snap.verdicts.items()):
-            labels = list(key)
-            current = snap.states.get(key, verdict.state)
-            code = STATE_CODES.get(current, 1)
-            alarm.add_metric(labels, 1.0 if current == "alarm" else 0.0)
-            state.add_metric(labels, float(code))
-            statistic.add_metric(labels, _num(verdict.statistic))
-            threshold.add_metric(labels, _num(verdict.threshold))
-            e = verdict.estimates
-            warn.add_metric(labels, _num(e.warn_threshold))
-            gap.add_metric(labels, _num(e.gap))
-            gap_lo.add_metric(labels, _num(e.gap_lower))
-            gap_hi.add_metric(labels, _num(e.gap_upper))
-            samples.add_metric(labels, _num(e.samples or 0))
-            for period, value in (("reference", e.rank_corr_reference), ("window", e.rank_corr_window)):
-                if value is not None and math.isfinite(value):  # unknown: no sample, not NaN
-                    corr.add_metric([*labels, period], value)
-        yield from (alarm, state, statistic, threshold, warn, gap, gap_lo, gap_hi, samples, corr)
-
-        # Old series names still exported for one release (docs/metrics.md, "Deprecated").
-        deprecated = {"audited": "pairs"}  # goodhart_pair_pairs_total: removed in 0.3.0
-        families: dict[str, CounterMetricFamily] = {}
-        for key, sums in sorted(snap.sufficient.items()):
-            for stat, value in sorted(sums.items()):
-                for name in filter(None, (stat, deprecated.get(stat))):
-                    fam = families.get(name)
-                    if fam is None:
-                        fam = families[name] = CounterMetricFamily(
-                            f"goodhart_pair_{name}", f"Per-pair sufficient statistic '{name}' for pooling replicas"
-                            + (f" (deprecated: use goodhart_pair_{stat}_total)." if name != stat else "."),
-                            labels=PAIR_LABELS)
-                    fam.add_metric(list(key), float(value))
-        yield from families.values()
-
-    def _times(self) -> Iterator[Metric]:
-        """The two times of a divergence, named apart: when it started (the detector's estimate of
-        the excursion's start) and when the pair's current state was raised."""
-        snap = self.view.snapshot
-        started = GaugeMetricFamily("goodhart_divergence_started_timestamp_seconds",
-                                    "Estimated start of the current divergence: the oldest audited output of the"
-                                    " detector's current excursion; 0 while ok or unknown.", labels=PAIR_LABELS)
-        raised = GaugeMetricFamily("goodhart_divergence_raised_timestamp_seconds",
-                                   "When the pair entered its current warn or alarm state; 0 while ok.",
-                                   labels=PAIR_LABELS)
-        since = GaugeMetricFamily("goodhart_divergence_since_timestamp_seconds",
-                                  "Deprecated (removed in 0.3.0): use goodhart_divergence_raised_timestamp_seconds.",
-                                  labels=PAIR_LABELS)
-        for key, verdict in sorted(snap.verdicts.items()):
-            current = snap.states.get(key, verdict.state)
-            entered = snap.since.get(key)
-            at = float(entered) if current != "ok" and entered else 0.0
-            raised.add_metric(list(key), at)
-            since.add_metric(list(key), at)
-            start = verdict.estimates.since
-            known = current != "ok" and start is not None and math.isfinite(start)
-            started.add_metric(list(key), float(start) if known else 0.0)  # type: ignore[arg-type]
-        yield from (started, raised, since)
-
-
-    def _references(self) -> Iterator[Metric]:
-        """Where each fitted reference came from and the time span of the audited outputs behind it."""
-        refs = self.view.snapshot.references
-        info = InfoMetricFamily("goodhart_reference", "A pair's reference: origin fitted (here, after warm-up) or "
-                                "imported (from a reference artifact); absent while warming up.", labels=PAIR_LABELS)
-        start = GaugeMetricFamily("goodhart_reference_start_timestamp_seconds",
-                                  "Time of the oldest audited output the pair's reference was fitted on.",
-                                  labels=PAIR_LABELS)
-        end = GaugeMetricFamily("goodhart_reference_end_timestamp_seconds",
-                                "Time of the newest audited output the pair's reference was fitted on.",
-                                labels=PAIR_LABELS)
-        for key, ref in sorted(refs.items()):
-            info.add_metric(list(key), {"origin": ref.origin})
-            if ref.first_ts is not None and ref.last_ts is not None:  # not recorded by older agents
-                start.add_metric(list(key), ref.first_ts)
-                end.add_metric(list(key), ref.last_ts)
-        yield from (info, start, end)
-
 
     def _fields(self) -> Iterator[Metric]:
         """Configured field paths absent from records: a typo in a path shows up here (agent/records.py)."""
@@ -325,43 +220,3 @@ class AgentCollector(RecordsCollector):
         for (kind, name), count in sorted(absent.items()):
             missing.add_metric([kind, name], float(count))
         yield from (total, missing)
-
-
-    def _pairs(self) -> Iterator[Metric]:
-        snap = self.view.snapshot
-        stats = self.view.store_stats()
-        pairs = GaugeMetricFamily("goodhart_audited_pairs", "Audited pairs held in the store.", labels=PAIR_LABELS)
-        keys = set(stats.pair_counts) | {k for k in snap.verdicts if k[2] == "*"}
-        for key in sorted(keys):
-            pairs.add_metric(list(key), float(stats.pair_counts.get(key, 0)))
-        yield pairs
-        pending = GaugeMetricFamily("goodhart_pending_outputs", "Outputs waiting for their labels.")
-        pending.add_metric([], float(stats.pending_outputs))
-        yield pending
-        labels = GaugeMetricFamily("goodhart_pending_labels", "Labels that arrived before their outputs, waiting.")
-        labels.add_metric([], float(stats.pending_labels))
-        yield labels
-
-    def _validity(self) -> Iterator[Metric]:
-        """How much each proxy is still worth (agent/validity.py)."""
-        validity = GaugeMetricFamily(
-            "goodhart_proxy_validity", "How much the proxy is still worth for the audit over the newest audited"
-            " pairs: ROC AUC (kind roc_auc, binary audits; 0.5 worthless) or Spearman (kind spearman; 0 worthless).",
-            labels=[*PAIR_LABELS, "kind"])
-        used = GaugeMetricFamily("goodhart_proxy_validity_pairs", "Audited pairs the validity was computed over.",
-                                 labels=PAIR_LABELS)
-        for key, v in sorted(self.view.proxy_validity().items()):
-            validity.add_metric([*key, v.kind], v.value)
-            used.add_metric(list(key), float(v.pairs))
-        yield validity
-        yield used
-
-    def _means(self) -> Iterator[Metric]:
-        proxy = GaugeMetricFamily("goodhart_proxy_mean", "Window mean of a proxy, in its own units.",
-                                  labels=["proxy", "segment"])
-        audit = GaugeMetricFamily("goodhart_audit_mean", "Window mean of an audit, in its own units.",
-                                  labels=["audit", "segment"])
-        for (kind, name, segment), value in sorted(self.view.window_means().items()):
-            (proxy if kind == "proxy" else audit).add_metric([name, segment], value)
-        yield proxy
-        yield audit

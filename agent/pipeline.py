@@ -62,6 +62,9 @@ class Pipeline:
                                  directions, [a.name for a in config.audits], config.evidence.history_seconds,
                                  config.detection.implausible_spread_multiple)
         self.event_sinks: list[EventSink] = []
+        #: called after every step that publishes a new detect snapshot (detect, rebaseline, reference
+        #: import), outside the lock: the daemon rebuilds its per-pair exposition (agent/exposition.py)
+        self.snapshot_hooks: list[Callable[[], None]] = []
         self.view = PipelineView(store, self.counters, self.bank, means, ValidityTracker(
             directions, config.detection.validity_pairs), self.ingester, clock, config.evidence)
         self._checkpointed_at: float | None = None
@@ -102,6 +105,7 @@ class Pipeline:
                                                   "pairs": [list(k) for k in keys]})
                 self._checkpoint(now)
             self.bank.refresh(now)
+        self._published()
         log.info("reference artifact", extra={"fields": {"file": str(path), "pairs_in_file": len(artifact.pairs),
                                                          "pairs_started_from_it": len(keys)}})
         return keys
@@ -221,6 +225,7 @@ class Pipeline:
                 self.store.append_verdicts(self.bank.take_history())
                 if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:
                     self._checkpoint(now)
+        self._published()
         self._emit(events)
         return events
 
@@ -232,6 +237,13 @@ class Pipeline:
     def _checkpoint(self, now: float) -> None:
         self.bank.checkpoint()
         self._checkpointed_at = now
+
+    def _published(self) -> None:
+        for hook in self.snapshot_hooks:
+            try:
+                hook()
+            except Exception:  # a hook must never break detection
+                log.exception("snapshot hook failed")
 
     def _emit(self, events: list[Event]) -> None:
         for event in events:
@@ -257,6 +269,7 @@ class Pipeline:
                 for event in events:
                     self.store.append_event(now, event)
         log.info("rebaseline", extra={"fields": {"pairs": len(keys)}})
+        self._published()
         self._emit(events)
         return events
 

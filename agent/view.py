@@ -2,7 +2,8 @@
 
 Never takes the pipeline's lock, so a scrape never waits for a detect step: counters come from
 their mirror, verdicts from the bank's last snapshot, store aggregates are queried at most once
-per detect step.
+per detect step (by the daemon's per-pair exposition, agent/exposition.py, right after the step),
+and the store's size is read only when the store is free (else the last size read is given).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class PipelineView:
         self._ingester = ingester
         self._clock = clock
         self._stats: tuple[int, StoreStats] | None = None
+        self._size = 0
         self._stats_lock = threading.Lock()
 
     @property
@@ -74,7 +76,15 @@ class PipelineView:
         return self._means.means(self._clock.now())
 
     def store_size_bytes(self) -> int:
-        return self._store.size_bytes()
+        """The store's size; the last one read while an ingest or a detect step holds the store, so a
+        scrape never waits for them."""
+        if not self._store.lock.acquire(blocking=False):
+            return self._size
+        try:
+            self._size = self._store.size_bytes()
+        finally:
+            self._store.lock.release()
+        return self._size
 
     def store_stats(self) -> StoreStats:
         """Pair and pending counts as of the last detect step, queried at most once per step."""
@@ -104,7 +114,7 @@ class PipelineView:
     def proxy_validity(self) -> dict[PairKey, Validity]:
         """How much each proxy is still worth, brought up to date with the store when asked.
 
-        Computed for scrapes (and replay's --metrics-out), not on every detect step: replay
+        Computed for the exposition (and replay's --metrics-out), not on every detect step: replay
         would otherwise spend a third of its time ranking windows nobody reads.
         """
         with self._stats_lock:

@@ -24,7 +24,10 @@ from agent.audit import AuditService, build_audits
 from agent.clock import Clock
 from agent.config import Config
 from agent.exporter import AgentCollector, Block, HealthCheck, RecordsCollector
+from agent.exposition import CachedExposition
 from agent.forward import Forwarder, ForwarderView, GatewayClient, identity_from_env
+from agent.http.routes import Prerendered
+from agent.pair_metrics import PairCollector
 from agent.pipeline import Pipeline
 from agent.scheduler import Jobs, Step
 from agent.sources.base import Ingest, Source
@@ -57,6 +60,8 @@ class Assembly(Protocol):
     def ingest_step(self) -> int: ...
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry: ...
+
+    def metrics(self, config_attempts: int = 1) -> tuple[CollectorRegistry, Prerendered | None]: ...
 
     def final_steps(self) -> None: ...
 
@@ -109,8 +114,20 @@ class Wired:
         return sum(self.pipeline.ingest(s, max_batches=INGEST_BATCHES_PER_RUN) for s in self.sources)
 
     def registry(self, config_attempts: int = 1) -> CollectorRegistry:
-        """A registry with the agent's collector: what ``/metrics`` serves (``config_attempts``: how
-        often never-down mode tried the config before this one ran)."""
+        """A registry with every series, each collected afresh when asked (``replay --metrics-out``)."""
+        registry = self._live(config_attempts)
+        registry.register(self._pairs())
+        return registry
+
+    def metrics(self, config_attempts: int = 1) -> tuple[CollectorRegistry, Prerendered | None]:
+        """What ``/metrics`` serves: the live series (``config_attempts``: how often never-down mode
+        tried the config before this one ran), then the per-pair series as built after the last
+        detect step (rebuilt by the pipeline's snapshot hooks)."""
+        cached = CachedExposition(self._pairs())
+        self.pipeline.snapshot_hooks.append(cached.rebuild)
+        return self._live(config_attempts), cached
+
+    def _live(self, config_attempts: int) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)
         extra: list[Block] = [lambda: _source_metrics(self.sources)]
         if self.audits is not None:
@@ -118,6 +135,10 @@ class Wired:
         registry.register(AgentCollector(self.pipeline.view, self.jobs.stats, self.components, extra=extra,
                                          config_attempts=config_attempts, metric_names=_metric_names(self.config)))
         return registry
+
+    def _pairs(self) -> PairCollector:
+        segments = self.config.segments
+        return PairCollector(self.pipeline.view, segments.max_exported if segments is not None else None)
 
     def final_steps(self) -> None:
         """At shutdown: stop buying audits, then one last detect step and a checkpoint."""
@@ -159,6 +180,10 @@ class WiredForwarder:
                                            extra=[lambda: _source_metrics(self.sources), view.collect],
                                            config_attempts=config_attempts, metric_names=_metric_names(self.config)))
         return registry
+
+    def metrics(self, config_attempts: int = 1) -> tuple[CollectorRegistry, Prerendered | None]:
+        """A forwarder's series are all live (no detectors)."""
+        return self.registry(config_attempts), None
 
     def final_steps(self) -> None:
         """Nothing to flush: the buffer is on disk and the next start sends what is left."""

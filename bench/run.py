@@ -4,7 +4,8 @@
 
 Prints a markdown table: per scenario and method, detections out of seeds (a Goodhart case)
 or runs with any alarm (a quiet case), the median delay in audits after the change, and the
-false alarms (alarms before the change, or anywhere in a quiet case).
+false alarms (alarms before the change, or anywhere in a quiet case); over-optimisation cases
+also count the seeds whose first alarm after the change came before the audit's peak.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from bench.peers import METHODS
 from bench.scenarios import Scenario, all_scenarios
 
 
-def evaluate(scn: Scenario, method: str, seeds: int) -> tuple[int, float | None, int]:
-    hits, delays, false = 0, [], 0
+def evaluate(scn: Scenario, method: str, seeds: int) -> tuple[int, float | None, int, int]:
+    hits, delays, false, early = 0, [], 0, 0
     for seed in range(seeds):
         s = scn.make(np.random.default_rng(1000 + seed))
         alarms = METHODS[method](s, scn.truth)
@@ -32,7 +33,8 @@ def evaluate(scn: Scenario, method: str, seeds: int) -> tuple[int, float | None,
         if post:
             hits += 1
             delays.append(post[0] - scn.change)
-    return hits, (statistics.median(delays) if delays else None), false
+            early += int(scn.peak is not None and post[0] < scn.peak)
+    return hits, (statistics.median(delays) if delays else None), false, early
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cells = []
         for m in methods:
-            hits, delay, false = evaluate(scn, m, seeds)
+            hits, delay, false, early = evaluate(scn, m, seeds)
             if scn.change is None:
                 cells.append(f"FA {false}")
             else:
                 d = "-" if delay is None else f"{delay:g}"
-                cells.append(f"{hits}/{seeds}, {d}, FA {false}")
+                before = f", {early}/{seeds} before peak" if scn.peak is not None else ""
+                cells.append(f"{hits}/{seeds}, {d}, FA {false}{before}")
         print(f"| {scn.name} | " + " | ".join(cells) + " |")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0

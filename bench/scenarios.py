@@ -47,6 +47,7 @@ class Scenario:
     make: Callable[[np.random.Generator], Stream]
     truth: Truth
     note: str = ""
+    peak: int | None = None  # where the audit peaks (over-optimisation): alarms before it are counted
 
 
 def _stream(p: np.ndarray, a: np.ndarray, w: np.ndarray | None = None, ts: np.ndarray | None = None) -> Stream:
@@ -193,7 +194,42 @@ def gao(n: int = 1800, start: int = 200) -> Scenario:
         p = d + rng.normal(size=n)
         return _stream(p, d * (1 - d / 4) + 0.8 * (p - d) + rng.normal(scale=0.5, size=n))
     return Scenario("gradual over-optimisation (Gao), peak at +1000", start, n, make,
-                    Truth(0, 0.8, 0.5, "level", 1.0), note="caught before gold peaks")
+                    Truth(0, 0.8, 0.5, "level", 1.0), note="caught before gold peaks", peak=start + 1000)
+
+
+def steeper(n: int = 3000, start: int = 500) -> Scenario:
+    """Genuine improvement that pays more audit per proxy unit than the reference promised."""
+    def make(rng: np.random.Generator) -> Stream:
+        lift = 3.0 * _after(n, start) / (n - start)
+        p = rng.normal(size=n) + lift
+        return _stream(p, _line(rng, p) + 0.4 * lift)
+    return Scenario("improvement along a steeper relation", None, n, make, LINE)
+
+
+def bounded_spread(n: int = 3000, start: int = 500) -> Scenario:
+    """A probability audit (Beta, mean 0.45 + 0.08 proxy) whose s.d. grows ~1.7x (concentration
+    20 -> 5) while the proxy climbs 3 s.d.: the mean relation holds, the spread does not."""
+    def make(rng: np.random.Generator) -> Stream:
+        lift = 3.0 * _after(n, start) / (n - start)
+        p = rng.normal(size=n) + lift
+        mean = np.clip(0.45 + 0.08 * p, 0.02, 0.98)
+        conc = np.where(np.arange(n) < start, 20.0, 5.0)
+        return _stream(p, rng.beta(mean * conc, (1 - mean) * conc))
+    return Scenario("bounded audit, spread grows, mean relation holds", None, n, make, LINE)
+
+
+def best_of_n(n: int = 2000, start: int = 500, peak: int = 1150) -> Scenario:
+    """Best-of-n against a trained reward model on real data (:mod:`bench.bestofn`): n doubles
+    every 150 audited pairs from pair 500; the gold model's probability peaks over pairs 1100-1199
+    (n ~ 16-25, ``python -m bench.bestofn``) and falls while the proxy keeps climbing."""
+    def make(rng: np.random.Generator) -> Stream:
+        from bench.bestofn import best_of, schedule
+        p, g = best_of(schedule(n, start), rng)
+        return _stream(p, g)
+    # The oracle is told the gap at the end of the peak block (0.05 below the line, s.d. 0.22).
+    per = (n - start) // 10
+    return Scenario(f"best-of-n vs a trained reward model (real data), n doubles every {per}, gold peaks ~{peak}",
+                    start, n, make, Truth(0.51, 0.044, 0.22, "level", 0.25), note="caught before gold peaks", peak=peak)
 
 
 # Segmented cases (issue #14): latent quality q ~ N(mu_s, 1) per segment, proxy = q + N(0, 0.8^2),
@@ -277,8 +313,8 @@ def new_segment(n: int = 3000, start: int = 1000) -> Scenario:
 
 
 def all_scenarios() -> list[Scenario]:
-    return [stable(), heavy_tails(), binary_stable(), genuine_improvement(), mix_shift(),
-            beyond_range(), proxy_up_audit_down(), audit_drop(), relation_lost(), one_segment(),
-            binary_drop(), lower_is_better(), late_labels(), weighted(), gao(),
+    return [stable(), heavy_tails(), binary_stable(), genuine_improvement(), mix_shift(), steeper(),
+            bounded_spread(), beyond_range(), proxy_up_audit_down(), audit_drop(), relation_lost(), one_segment(),
+            binary_drop(), lower_is_better(), late_labels(), weighted(), gao(), best_of_n(),
             segment_stable(), segment_mix_shift(), new_segment(), small_segment_gamed(),
             small_segment_gamed_alike()]

@@ -436,10 +436,19 @@ def panels() -> list[dict[str, Any]]:
                     target(f"sum by (task) (rate(goodhart_job_errors_total{{{TARGET}}}"
                            "[$__rate_interval]))", "errors {{task}}", "B")],
                    unit="cps", min_=0), 8, 7)
-    add(timeseries("Store size",
-                   "Size of the agent's SQLite store on disk.",
-                   [target(f"max by (instance) (goodhart_store_size_bytes{{{TARGET}}})", "{{instance}}")],
-                   unit="bytes", min_=0), 8, 7)
+    add(timeseries("Store size and exported segments",
+                   "Size of the agent's SQLite store on disk; and the segments whose series /metrics exports and "
+                   "those left out by segments.max_exported (detection runs on all; docs/metrics.md, Series "
+                   "budget).",
+                   [target(f"max by (instance) (goodhart_store_size_bytes{{{TARGET}}})", "{{instance}}", "A"),
+                    target(f"max by (instance) (goodhart_segments_exported{{{TARGET}}})",
+                           "segments exported {{instance}}", "B"),
+                    target(f"max by (instance) (goodhart_segments_left_out{{{TARGET}}})",
+                           "segments left out {{instance}}", "C")],
+                   unit="bytes", min_=0,
+                   overrides=[by_ref(ref, [{"id": "unit", "value": "short"},
+                                           {"id": "custom.axisPlacement", "value": "right"}]) for ref in "BC"]),
+        8, 7)
     add(timeseries("Config problems (never-down sidecars)",
                    "Problems found at the last attempt to load each agent's config, and attempts per second "
                    "while a never-down sidecar serves without one (GoodhartConfigInvalid). 0 problems: the "

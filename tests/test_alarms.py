@@ -81,9 +81,9 @@ def test_the_decoupling_detectors_events_keep_their_keys() -> None:
     """Replay events are a published format: these keys (and their order) are what it has always had."""
     events = _events(DecouplingDetector(arl0=200_000))
     assert list(events[0]) == [*FIXED, "reason", "late_pairs_ignored", "reference_pairs", "samples"]
-    estimates = ["beyond_range_fraction", "excursion_gap", "excursion_pairs", "gap", "gap_lower", "gap_upper",
-                 "late_pairs_ignored", "level_statistic", "proxy_shift", "rank_corr_reference", "rank_corr_window",
-                 "reference_pairs", "samples", "since", "slope_statistic", "warn_threshold"]
+    estimates = ["beyond_range_fraction", "curve_statistic", "excursion_gap", "excursion_pairs", "gap", "gap_lower",
+                 "gap_upper", "late_pairs_ignored", "level_statistic", "proxy_shift", "rank_corr_reference",
+                 "rank_corr_window", "reference_pairs", "samples", "since", "slope_statistic", "warn_threshold"]
     assert list(events[1]) == [*FIXED, *estimates]  # ok after warm-up: no reason
     alarm = next(e for e in events if e["state"] == "alarm")
     assert list(alarm) == [*FIXED, "reason", *estimates]

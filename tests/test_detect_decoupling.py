@@ -160,7 +160,8 @@ def test_proxy_climbing_beyond_reference_range_with_flat_audit_alarms() -> None:
                    lambda t, p, rng: SLOPE * (p - after(t, 300) / 100) + rng.normal(scale=NOISE, size=len(t)))
     i, v = run(det, pairs)
     assert i is not None and 300 < i < 600
-    assert v.reason == "proxy_inflated"
+    # zero gain per proxy unit: the curvature test may see it before the level test does
+    assert v.reason in ("proxy_inflated", "gains_bending")
     assert v.estimates.gap > 0 and v.estimates.since >= 300
 
 
@@ -220,7 +221,7 @@ def test_gradual_over_optimisation_caught_before_gold_peaks() -> None:
     for seed in range(3):
         i, v = run(DecouplingDetector(ARL0), stream(10 + seed, 1800, proxy, gold))
         assert i is not None and i < peak, (seed, i)
-        assert v.reason in ("proxy_inflated", "relation_lost")
+        assert v.reason in ("proxy_inflated", "relation_lost", "gains_bending")
 
 
 def test_binary_audits_drop_in_pass_rate_alarms() -> None:

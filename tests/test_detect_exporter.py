@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 
 from agent.bank import Snapshot
 from agent.detect.base import Estimates, Verdict
-from agent.exporter import AgentCollector
+from agent.pair_metrics import EVERY_SEGMENT, PairCollector
 
 KEY = ("thumbs_up", "resolved", "*")
 LABELS = {"proxy": "thumbs_up", "audit": "resolved", "segment": "*"}
@@ -21,11 +21,11 @@ class _Detectors(Collector):
     """Only the detector block of the agent's collector, over a given snapshot."""
 
     def __init__(self, snapshot: Snapshot) -> None:
-        self.agent = AgentCollector(SimpleNamespace(snapshot=snapshot))  # type: ignore[arg-type]
+        self.pairs = PairCollector(SimpleNamespace(snapshot=snapshot))  # type: ignore[arg-type]
 
     def collect(self) -> Any:
-        yield from self.agent._detectors()
-        yield from self.agent._times()
+        yield from self.pairs._detectors(EVERY_SEGMENT)
+        yield from self.pairs._times(EVERY_SEGMENT)
 
 
 def _registry(**snapshot: Any) -> CollectorRegistry:

@@ -11,6 +11,7 @@ from prometheus_client.core import Metric
 from agent.clock import VirtualClock
 from agent.config import config_from_mapping
 from agent.exporter import AgentCollector
+from agent.pair_metrics import PairCollector
 from agent.pipeline import Pipeline
 from agent.scheduler import Jobs
 from agent.store import Store
@@ -35,8 +36,10 @@ def pipeline() -> Iterator[Pipeline]:
 
 
 def registry_for(collector: AgentCollector) -> CollectorRegistry:
+    """The live series and the per-pair ones, both collected afresh (as ``replay --metrics-out`` does)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+    registry.register(PairCollector(collector.view))
     return registry
 
 

@@ -50,6 +50,9 @@ class AuditConfig(Strict):
 class SegmentsConfig(Strict):
     field: DottedPath = Field(description="field path (dotted or JSON Pointer) of the segment label")
     max_values: int = Field(20, ge=1, le=1000, description="distinct values before folding into 'other'")
+    max_exported: int | None = Field(
+        50, ge=0, le=1000, description="segments whose per-pair series /metrics exports, at most (null: all); "
+        "those in alarm always, then warn, then most audited pairs held; detection runs on every segment")
 
 
 class ScheduleConfig(Strict):

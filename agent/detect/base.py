@@ -51,6 +51,7 @@ class Estimates:
     warn_threshold: float | None = None  # of the statistic, on the threshold's scale
     level_statistic: float | None = None  # the level CUSUMs' statistic, on that scale
     slope_statistic: float | None = None  # the slope CUSUM's statistic, on that scale
+    curve_statistic: float | None = None  # the curvature CUSUM's statistic, on that scale
     rank_corr_reference: float | None = None  # Spearman of proxy and audit in the reference
     rank_corr_window: float | None = None  # ... and in the recent window
     reference_pairs: int | None = None  # audited outputs in (or wanted for) the reference
@@ -72,7 +73,7 @@ class Verdict:
 
     ``statistic`` and ``threshold`` are the decision statistic and the alarm threshold it is
     compared with (NaN when not applicable, e.g. while warming up). ``reason`` is a short
-    machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost",
+    machine-friendly word (:data:`WARMING_UP`, "proxy_inflated", "audit_dropped", "relation_lost", "gains_bending",
     ...) that events carry; code tests ``warming_up``, never the word. ``estimates`` are the facts
     the pipeline copies into events and exported series.
 

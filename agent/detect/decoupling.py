@@ -2,7 +2,7 @@
 
 One instance tests one (proxy, audit, segment). The first ``reference_pairs`` audited pairs
 (after start or :meth:`~DecouplingDetector.rebaseline`) fit a :class:`ReferenceRelation`, a line
-from proxy to audit. Every later pair is scored against it by two one-sided CUSUMs:
+from proxy to audit. Every later pair is scored against it by three one-sided CUSUMs:
 
 * **level**: the audit falls short of what the reference predicts from the proxy. It fires when
   the proxy is inflated (also far beyond the reference range, where the line keeps promising)
@@ -11,8 +11,10 @@ from proxy to audit. Every later pair is scored against it by two one-sided CUSU
 * **slope**: within recent traffic the audit no longer moves with the proxy (reason
   ``relation_lost``): a proxy turned into noise, or a gold curve that bends over while the proxy
   keeps climbing (Gao et al. 2022).
+* **curve**: while the proxy rises, the audit's gain per proxy unit falls below the reference's
+  (reason ``gains_bending``; :mod:`agent.detect.curvature`).
 
-Both thresholds come from one number, ``arl0`` (this test's expected audited pairs between
+The thresholds come from one number, ``arl0`` (this test's expected audited pairs between
 false alarms), through Siegmund's approximation averaged over the bias of the *estimated*
 reference (:mod:`agent.detect.calibration`); the tests split the budget (``BANK``). Scores are clipped,
 so heavy-tailed noise and 0/1 audits keep the calibration. Genuine improvement and mix shifts
@@ -20,17 +22,7 @@ move proxy and audit along the same line and leave both scores centred; the unce
 extrapolated slope is charged to the level test as an allowance that grows with the distance of
 recent proxies from the reference mean.
 
-For 0/1 audits the level CUSUM is designed for a pass-rate drop of ``binary_shift`` (audit
-units) instead of ``shift`` residual s.d. A reference with no residual spread (a 0/1 proxy equal
-to its audit, a constant audit) is smoothed by pseudo pairs (see :mod:`agent.detect.reference`).
-State version 4 adds the alarm latch (an alarm holds until its excursion ends); versions 2 and 3
-still load (version 2: k = shift / 2).
-
-Sampling weights (inverse inclusion probabilities) weight the reference fit, every estimate
-(``gap`` and its interval) and the level test's evidence: a pair's level score is multiplied by
-its weight over the recent mean audited weight (bounded), so the level CUSUM watches the
-population mean residual and is calibrated on the reference's own weighted scores. The slope
-test stays unweighted.
+0/1 audits, degenerate references, sampling weights and state versions: docs/detection.md.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
@@ -56,16 +48,13 @@ import numpy as np
 
 from agent.core import Ring
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
-from agent.detect.cusums import BANK, allowance_at, bank_thresholds
+from agent.detect.curvature import CurvatureTrack
+from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.window import DeferredWindow, restore_window
 from agent.detect.window import finite as _finite
-
-
-def _f(x: float | None) -> float | None:
-    """A JSON-friendly float: None for NaN/inf."""
-    return None if x is None or not math.isfinite(x) else float(x)
+from agent.detect.window import json_float as _f
 
 
 class DecouplingDetector(Detector):
@@ -139,6 +128,7 @@ class DecouplingDetector(Detector):
         self._span: list[float] | None = None  # first and last ts of the reference's audited outputs
         self._origin = "fitted"  # or "imported": the reference came pinned (load_reference)
         self._cusum = {name: self._empty_excursion() for name in self._names}
+        self._curve = CurvatureTrack(slow=CURVE_SLOW * self.span, fast=self.span)
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
         self._pos = 0
         self._count = 0
@@ -148,10 +138,9 @@ class DecouplingDetector(Detector):
 
     @staticmethod
     def _empty_excursion() -> dict[str, float]:
-        # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero;
-        # sp: weighted (prediction - reference mean audit), the part of the gap the proxy moved;
-        # a: 1 once s crossed its alarm threshold in this excursion (the alarm holds until s
-        # returns to 0: one excursion, one alarm, as the run-length calibration counts them).
+        # s: statistic; n, sw, sg: pairs, weights and weighted gaps since s left zero; sp: weighted
+        # (prediction - reference mean audit), the part of the gap the proxy moved; a: 1 once s crossed its
+        # threshold in this excursion (the alarm holds until s returns to 0: one excursion, one alarm).
         return {"s": 0.0, "since": math.inf, "n": 0.0, "sw": 0.0, "sg": 0.0, "sp": 0.0, "a": 0.0}
 
     # -- observations -----------------------------------------------------------------------
@@ -185,6 +174,9 @@ class DecouplingDetector(Detector):
         for name in self._level_names:
             self._step(name, -level - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
         self._step("slope", -slope - self._ks["slope"], obs.ts, w, gap, moved)
+        bend = self._curve.update(level, ref.standardise_proxy(p))
+        if bend is not None and "curve" in self._h:  # absent from references fitted before it existed
+            self._step("curve", bend - self._ks["curve"], obs.ts, w, gap, moved)
         self._centre += 2.0 / (self.span + 1) * (ref.standardise_proxy(p) - self._centre)
         self._weight_mean += 2.0 / (10 * self.span + 1) * (w - self._weight_mean)
         i = self._pos
@@ -254,7 +246,7 @@ class DecouplingDetector(Detector):
         if ref is None:
             return Verdict.warming(Estimates(samples=len(self._warmup), reference_pairs=self.reference_pairs,
                                              late_pairs_ignored=self._late))
-        mapped = {name: self._mapped(name) for name in self._names}
+        mapped = {name: self._mapped(name) for name in self._names if name in self._h}
 
         def level_of(name: str) -> int:
             e = self._cusum[name]
@@ -263,13 +255,16 @@ class DecouplingDetector(Detector):
             return 2 if s > h or (e["a"] and s > 0) else 1 if s > hw else 0
 
         best = max(self._level_names, key=lambda name: mapped[name])
-        lvl, slp = self._cusum[best], self._cusum["slope"]
+        other = max((n for n in OTHER_REASONS if n in mapped), key=lambda n: (level_of(n), mapped[n]))
+        lvl, oth = self._cusum[best], self._cusum[other]
         level_code = max(level_of(name) for name in self._level_names)
-        state_code = max(level_code, level_of("slope"))
-        reason, trigger = "", lvl if mapped[best] >= mapped["slope"] else slp
+        state_code = max(level_code, level_of(other))
+        reason, trigger = "", lvl if mapped[best] >= mapped[other] else oth
         if state_code:
             # A step in the proxy briefly looks like lost co-movement to the slope test (its
             # centre lags); while a level test is also elevated, its reason is the better one.
+            # Likewise for bending gains: the level test's reason says whether the proxy's rise
+            # explains the gap; "gains_bending" is the early catch, the level test still quiet.
             if level_code >= 1:
                 if level_code == state_code:  # the level CUSUM that crossed (the most on scale)
                     best = max((n for n in self._level_names if level_of(n) == state_code),
@@ -280,13 +275,14 @@ class DecouplingDetector(Detector):
                 moved, gap = lvl["sp"], lvl["sg"]
                 reason = "proxy_inflated" if moved > 0 and moved >= 0.5 * gap else "audit_dropped"
             else:
-                trigger, reason = slp, "relation_lost"
+                trigger, reason = oth, OTHER_REASONS[other]
         big, warn = self._h["level"]
         window, known = self._estimates(ref)
         known.update(
             warn_threshold=warn,
             level_statistic=max(mapped[name] for name in self._level_names),
             slope_statistic=mapped["slope"],
+            curve_statistic=mapped.get("curve", math.nan),
             since=_finite(trigger["since"]) if trigger["s"] > 0 else math.nan,
             excursion_pairs=int(trigger["n"]),
             excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
@@ -369,6 +365,7 @@ class DecouplingDetector(Detector):
             "proxy_ewma": self._proxy_ewma,
             "late": self._late,
             "cusum": {k: {f: _f(v) for f, v in e.items()} for k, e in self._cusum.items()},
+            "curve": self._curve.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -395,6 +392,9 @@ class DecouplingDetector(Detector):
         self._span, self._origin = state.get("fit_span"), state.get("origin", "fitted")  # absent from older states
         self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
                        for k, e in state["cusum"].items()}
+        self._curve.load_state(state.get("curve"))
+        for name in self._names:  # saved before the curvature test: an empty excursion, no threshold
+            self._cusum.setdefault(name, self._empty_excursion())
         for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one
             e.setdefault("a", 1.0 if name in self._h and e["s"] > self._h[name][0] else 0.0)
         self._pos, self._count = restore_window(self._buf, state)

@@ -21,6 +21,11 @@ def finite(x: float) -> float:
     return float(x) if math.isfinite(x) else math.nan
 
 
+def json_float(x: float | None) -> float | None:
+    """A JSON-friendly float: None for NaN/inf."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
 def window_estimates(ref: ReferenceRelation, p: np.ndarray, a: np.ndarray, w: np.ndarray) -> Estimates:
     """Weighted gap with a 95% interval, rank correlation and range, over the window."""
     n = len(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,6 +22,15 @@ INDEX_PAGE = """<!doctype html><html><head><title>goodhart-agent</title></head><
 
 #: The error answers the listeners give (docs/hardening.md), each exported from 0.
 ERROR_STATUSES = (400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 429, 431, 500, 503)
+
+
+class Prerendered(Protocol):
+    """Series rendered ahead of the scrape (agent/exposition.py), appended to the live ones."""
+
+    def body(self, openmetrics: bool) -> bytes: ...
+
+
+OPENMETRICS_EOF = b"# EOF\n"
 
 
 class ListenerCollector:
@@ -49,18 +59,25 @@ class ListenerCollector:
 
 
 def add_standard_routes(server: HttpServer, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]],
-                        version: str, listeners: Mapping[str, HttpServer] | None = None) -> None:
-    """Metrics from ``registry``, liveness, readiness from ``ready()`` (ok, reason), and a status page.
-    The error counts of ``server`` (as ``main``) and of ``listeners`` join ``registry``."""
+                        version: str, listeners: Mapping[str, HttpServer] | None = None,
+                        prerendered: Prerendered | None = None) -> None:
+    """Metrics from ``registry`` (then ``prerendered``'s bytes), liveness, readiness from ``ready()``
+    (ok, reason), and a status page. The error counts of ``server`` (as ``main``) and of
+    ``listeners`` join ``registry``."""
     registry.register(ListenerCollector({"main": server, **(listeners or {})}))  # type: ignore[arg-type]
 
     def metrics(request: Request) -> Response:
         accept = request.headers.get("accept", "")
-        if "application/openmetrics-text" in accept:
-            encoder, content_type = choose_encoder(accept)
-            return Response(200, encoder(registry), content_type)
-        # The classic text format, which every Prometheus 2.x understands.
-        return Response(200, generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
+        # The classic text format, which every Prometheus 2.x understands, unless OpenMetrics is asked for.
+        encoder, content_type = (choose_encoder(accept) if "application/openmetrics-text" in accept
+                                 else (generate_latest, CONTENT_TYPE_PLAIN_0_0_4))
+        body = encoder(registry)
+        if prerendered is not None:
+            if body.endswith(OPENMETRICS_EOF):  # OpenMetrics: one EOF, at the very end
+                body = body[:-len(OPENMETRICS_EOF)] + prerendered.body(True) + OPENMETRICS_EOF
+            else:
+                body += prerendered.body(False)
+        return Response(200, body, content_type)
 
     def healthz(_: Request) -> Response:
         return Response.text("ok\n")
