@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.detect.calibration import siegmund_log_rate
-from agent.detect.cusums import bank_thresholds
+from agent.detect.cusums import BANK, bank_thresholds
 
 #: Chain resolution: cells over (0, h]. 120 puts the median within ~1% of a fine grid.
 CELLS = 120
@@ -74,7 +74,7 @@ def typical_level_test(arl0: float, reference_pairs: int, shift: float, warn_rat
     proxy = rng.normal(size=reference_pairs)
     audit = 0.6 * proxy + rng.normal(scale=0.8, size=reference_pairs)
     ref = ReferenceRelation().fit(proxy, audit)
-    ks = {"level": shift / 2.0, "slope": shift / 2.0}
+    ks = {name: frac * shift / 2.0 for name, _kind, frac, _share in BANK}  # as the detector sets them
     thresholds, _ = bank_thresholds(ref, ks, arl0, warn_ratio, span, slope_allowance)
     return LevelTest(h=thresholds["level"][0], k=ks["level"], tau=ref.level_tau_, scale=ref.level_scale_,
                      centre=ref.level_center_)
