@@ -134,13 +134,54 @@ class DetectorBank:
                         and self._plausible("audit", pair_row.audit, pair_row.audit_value)):
                     continue
                 obs = PairObservation(pair_row.ts, pair_row.proxy_value * directions.get(pair_row.proxy, 1.0),
-                                      pair_row.audit_value, pair_row.weight)
-                self.detector((pair_row.proxy, pair_row.audit, ALL)).observe_pair(obs)
+                                      pair_row.audit_value, pair_row.weight, pair_row.segment)
+                star = self.detector((pair_row.proxy, pair_row.audit, ALL))
+                star.observe_pair(obs)
                 if pair_row.segment is not None:
-                    self.detector((pair_row.proxy, pair_row.audit, pair_row.segment)).observe_pair(obs)
+                    segment = self.detector((pair_row.proxy, pair_row.audit, pair_row.segment))
+                    if self._follows(star, segment, pair_row.segment):
+                        segment.observe_pair(obs)
             pairs = audited[-1].seq
         self.cursors = {"detect.outputs": outputs, "detect.pairs": pairs}
         self.store.release_feed(outputs, pairs)
+        self._adopt()
+
+    def _follows(self, star: Detector, segment: Detector, name: str) -> bool:
+        """Whether a segment's detector takes pairs: it has its reference, or gets it now from the
+        whole-stream test's reference span (never from its own pairs after the span); a
+        whole-stream test that does not pool leaves its segments to fit their own."""
+        if not star.pools_segments or segment.reference_info() is not None:
+            return True
+        pinned = star.segment_reference(name)
+        if pinned is None:
+            return False
+        segment.adopt_reference(pinned)
+        return True
+
+    def _adopt(self) -> None:
+        """Segments waiting for a reference get it as soon as their pair's reference span ends."""
+        for key, segment in list(self.detectors.items()):
+            if key[2] != ALL and segment.reference_info() is None:
+                star = self.detectors.get((key[0], key[1], ALL))
+                if star is not None and star.pools_segments and star.reference_info() is not None \
+                        and self._follows(star, segment, key[2]):
+                    self._dirty.add(key)
+
+    def fitted_events(self, before: set[PairKey], now: float) -> list[Event]:
+        """A ``reference_fitted`` event per pair whose whole-stream reference is new since ``before``:
+        the span of audited outputs it was fitted on, and the segments that took theirs from it."""
+        refs = self.snapshot.references
+        return [{"ts": now, "event": "reference_fitted", "proxy": key[0], "audit": key[1],
+                 "first_ts": refs[key].first_ts, "last_ts": refs[key].last_ts,
+                 "segments": sorted(k[2] for k in refs if k[:2] == key[:2] and k[2] != ALL)}
+                for key in sorted(set(refs) - before) if key[2] == ALL and refs[key].origin == "fitted"]
+
+    def with_span(self, keys: list[PairKey]) -> list[PairKey]:
+        """``keys`` and every other test sharing a reference span with one of them (all segments
+        of a pair whose whole-stream test pools them): a rebaseline resets the span for all."""
+        pairs = {(k[0], k[1]) for k in keys
+                 if (star := self.detectors.get((k[0], k[1], ALL))) is not None and star.pools_segments}
+        return sorted(set(keys) | {k for k in self.detectors if (k[0], k[1]) in pairs})
 
     def _plausible(self, kind: str, metric: str, value: float, counted: bool = True) -> bool:
         """Whether ``value`` may reach the detectors; a proxy value is judged (and counted) once, with

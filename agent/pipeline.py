@@ -215,7 +215,7 @@ class Pipeline:
             with self.counters.counting() as tally:
                 for (kind, metric), count in self.bank.take_implausible().items():
                     tally.count("implausible_values_total", count, kind=kind, metric=metric)
-                for event in events:
+                for event in [*self.bank.fitted_events(set(fitted), now), *events]:
                     self.store.append_event(now, event)
                 self.store.append_verdicts(self.bank.take_history())
                 if events or refitted or self._checkpointed_at is None or now - self._checkpointed_at >= every:
@@ -254,7 +254,7 @@ class Pipeline:
         """Forget the reference of the matching pairs after an intended change; recorded as an event."""
         with self.lock:
             now = self.clock.now()
-            keys = self.bank.matching(proxy, audit, segment)
+            keys = self.bank.with_span(self.bank.matching(proxy, audit, segment))
             self.bank.rebaseline(now, keys)
             events = self.bank.judge(now, keys, cause="rebaseline")
             with self.store.transaction():

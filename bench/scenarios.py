@@ -23,6 +23,8 @@ class Stream:
     proxy: np.ndarray
     audit: np.ndarray
     weight: np.ndarray
+    segment: np.ndarray | None = None  # each pair's segment (str), for the segmented cases
+    offset: np.ndarray | None = None  # each pair's segment's true line less the Truth line (its offset)
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,89 @@ def best_of_n(n: int = 2000, start: int = 500, peak: int = 1150) -> Scenario:
                     start, n, make, Truth(0.51, 0.044, 0.22, "level", 0.25), note="caught before gold peaks", peak=peak)
 
 
+# Segmented cases (issue #14): latent quality q ~ N(mu_s, 1) per segment, proxy = q + N(0, 0.8^2),
+# audit = q + N(0, 0.5^2). The proxy measures quality with noise, so at the same proxy a harder
+# segment's audits run lower: E[audit | proxy, s] = mu_s + BETA (proxy - mu_s), residual s.d. 0.8.
+BETA = 1.0 / 1.64
+SEG_TRUTH = Truth(0.0, BETA, 0.8, "level", 1.0)
+
+
+def _segmented(rng: np.random.Generator, names: list[str], mus: dict[str, float], share: np.ndarray,
+               lift: np.ndarray | None = None, drop: np.ndarray | None = None) -> Stream:
+    """Pairs whose segment is drawn with per-pair probabilities ``share`` (rows: pairs); ``lift``
+    inflates the proxy and ``drop`` lowers the audit of a pair without changing its quality."""
+    n = len(share)
+    pick = np.minimum((rng.random(n)[:, None] > np.cumsum(share, axis=1)).sum(axis=1), len(names) - 1)
+    seg = np.array([names[i] for i in pick])
+    mu = np.array([mus[x] for x in seg])
+    q = mu + rng.normal(size=n)
+    p = q + rng.normal(scale=0.8, size=n)
+    lift = np.zeros(n) if lift is None else lift
+    drop = np.zeros(n) if drop is None else drop
+    return Stream(np.arange(n, dtype=float), p + lift, q + rng.normal(scale=0.5, size=n) - drop, np.ones(n),
+                  seg, mu * (1.0 - BETA))
+
+
+SEGMENTS = ["chat", "email", "voice", "billing"]
+SEG_MU = {"chat": 0.5, "email": 0.0, "voice": -1.0, "billing": -0.5}
+SEG_SHARE = np.array([0.5, 0.3, 0.15, 0.05])
+
+
+def small_segment_gamed(n: int = 3000, start: int = 500) -> Scenario:
+    """Only billing (5% of traffic: ~10 of the 200 reference pairs) is gamed: its proxy rises
+    1.5 s.d. while its audits fall 0.3."""
+    def make(rng: np.random.Generator) -> Stream:
+        probe = _segmented(rng, SEGMENTS, SEG_MU, np.tile(SEG_SHARE, (n, 1)))
+        after = (np.arange(n) >= start) & (probe.segment == "billing")
+        return Stream(probe.ts, probe.proxy + 1.5 * after, probe.audit - 0.3 * after, probe.weight,
+                      probe.segment, probe.offset)
+    return Scenario("segments: 5% segment gamed (proxy +1.5, audit -0.3)", start, n, make,
+                    Truth(0.0, BETA, 0.8, "level", (0.3 + 1.5 * BETA) / 0.8), note="segmented")
+
+
+def small_segment_gamed_alike(n: int = 3000, start: int = 500) -> Scenario:
+    """As above, with segments that differ little at the same proxy (quality means -0.1 to 0.1):
+    the pool gives the small segment a reference nearly as certain as the whole stream's."""
+    names, mus = ["web", "app", "api", "refunds"], {"web": 0.1, "app": 0.0, "api": -0.1, "refunds": 0.0}
+
+    def make(rng: np.random.Generator) -> Stream:
+        probe = _segmented(rng, names, mus, np.tile(SEG_SHARE, (n, 1)))
+        after = (np.arange(n) >= start) & (probe.segment == "refunds")
+        return Stream(probe.ts, probe.proxy + 1.5 * after, probe.audit - 0.3 * after, probe.weight,
+                      probe.segment, probe.offset)
+    return Scenario("segments: 5% segment gamed, segments alike", start, n, make,
+                    Truth(0.0, BETA, 0.8, "level", (0.3 + 1.5 * BETA) / 0.8), note="segmented")
+
+
+def segment_mix_shift(n: int = 3000, start: int = 500) -> Scenario:
+    """Two segments 0.8 audit s.d. apart at the same proxy; the hard one goes from 20% to 80%."""
+    def make(rng: np.random.Generator) -> Stream:
+        hard = np.where(np.arange(n) < start, 0.2, 0.8)
+        return _segmented(rng, ["easy", "hard"], {"easy": 1.0, "hard": -1.0}, np.column_stack([1 - hard, hard]))
+    return Scenario("segments: mix shift to a segment lower at the same proxy", None, n, make, SEG_TRUTH,
+                    note="segmented")
+
+
+def segment_stable(n: int = 3000) -> Scenario:
+    """Four segments that differ at the same proxy, nothing changes."""
+    def make(rng: np.random.Generator) -> Stream:
+        return _segmented(rng, SEGMENTS, SEG_MU, np.tile(SEG_SHARE, (n, 1)))
+    return Scenario("segments: four differing segments, stable", None, n, make, SEG_TRUTH, note="segmented")
+
+
+def new_segment(n: int = 3000, start: int = 1000) -> Scenario:
+    """A fifth segment (10% of traffic) first appears after the reference span, its own relation
+    within the spread of the others."""
+    def make(rng: np.random.Generator) -> Stream:
+        share = np.tile(np.array([0.5, 0.3, 0.15, 0.05, 0.0]), (n, 1))
+        share[start:] = [0.45, 0.27, 0.13, 0.05, 0.1]
+        return _segmented(rng, [*SEGMENTS, "refunds"], {**SEG_MU, "refunds": -0.25}, share)
+    return Scenario("segments: a new segment appears after the span", None, n, make, SEG_TRUTH, note="segmented")
+
+
 def all_scenarios() -> list[Scenario]:
     return [stable(), heavy_tails(), binary_stable(), genuine_improvement(), mix_shift(), steeper(),
             bounded_spread(), beyond_range(), proxy_up_audit_down(), audit_drop(), relation_lost(), one_segment(),
-            binary_drop(), lower_is_better(), late_labels(), weighted(), gao(), best_of_n()]
+            binary_drop(), lower_is_better(), late_labels(), weighted(), gao(), best_of_n(),
+            segment_stable(), segment_mix_shift(), new_segment(), small_segment_gamed(),
+            small_segment_gamed_alike()]

@@ -58,9 +58,9 @@ def test_a_tiny_shift_takes_about_as_long_as_a_false_alarm() -> None:
     assert median_delay_pairs(TEST, 0.01) > 1000 * median_delay_pairs(TEST, 1.0)
 
 
-def test_a_segment_warms_up_in_proportion_to_its_share_and_a_pinned_reference_not_at_all() -> None:
+def test_a_segment_warms_up_with_the_whole_streams_span_and_a_pinned_reference_not_at_all() -> None:
     assert first_verdict_pairs(200) == 200
-    assert first_verdict_pairs(200, 0.1) == pytest.approx(2000)
+    assert first_verdict_pairs(200, 0.1) == 200  # one reference span for all segments (issue #14)
     assert first_verdict_pairs(200, 0.1, pinned=True) == 0
     with pytest.raises(ValueError, match="share"):
         first_verdict_pairs(200, 0.0)
@@ -85,7 +85,7 @@ def test_plan_json_states_warmup_delays_and_rates(tmp_path: Path, capsys: pytest
     plan = json.loads(out)
     assert plan["per_test_arl"] == 400_000  # 2 pairs x 2 x the default 100,000
     assert plan["warmup_stream_seconds"] == pytest.approx(200 / 0.001 + 7.5)
-    assert plan["warmup_segment_seconds"] == pytest.approx(1000 / 0.001 + 7.5)
+    assert plan["warmup_segment_seconds"] == pytest.approx(200 / 0.001 + 7.5)  # the stream's span
     one, two = plan["shifts"]
     assert (one["shift"], two["shift"]) == (1.0, 2.0)
     assert one["median_pairs"] > two["median_pairs"] > 0

@@ -103,10 +103,15 @@ def test_export_carries_the_fit_its_span_settings_and_hashes(fitted: dict[str, A
     assert doc["settings"]["reference_pairs"] == REFERENCE_PAIRS
     assert set(doc["config_parts"]) == {"proxies", "audits", "segments", "detection"}
     assert doc["config_hash"].startswith("sha256:")
-    [pair] = doc["pairs"]  # the segments saw ~100 audited outputs each: still warming up, listed
-    assert (pair["proxy"], pair["audit"], pair["segment"], pair["origin"]) == ("score", "quality", ALL, "fitted")
-    assert sorted(doc["warming_up"]) == [["score", "quality", "a"], ["score", "quality", "b"]]
-    assert (pair["fitted_from"], pair["fitted_to"]) == (T0, T0 + REFERENCE_PAIRS - 1)
+    # the segments saw ~100 audited outputs each: their references come from the same span, pooled
+    pairs = {p["segment"]: p for p in doc["pairs"]}
+    assert sorted(pairs) == [ALL, "a", "b"] and doc["warming_up"] == []
+    for segment, entry in pairs.items():
+        assert (entry["proxy"], entry["audit"], entry["origin"]) == ("score", "quality", "fitted")
+        assert (entry["fitted_from"], entry["fitted_to"]) == (T0, T0 + REFERENCE_PAIRS - 1), segment
+    assert pairs["a"]["fit"]["n"] + pairs["b"]["fit"]["n"] == REFERENCE_PAIRS  # its own pairs of the span
+    assert set(pairs[ALL]["detector"]["pool"]["segments"]) == {"a", "b"}  # the deviations, for later segments
+    pair = pairs[ALL]
     fit = pair["fit"]
     assert fit["n"] == REFERENCE_PAIRS
     assert 0.4 < fit["slope"] < 0.8 and 0.6 < fit["residual_sd"] < 1.0  # the stream's 0.6 and 0.8
@@ -128,16 +133,15 @@ def test_fresh_agent_does_not_warm_up_the_pairs_in_the_artifact(fitted: dict[str
     metrics = tmp / "fresh-metrics.txt"
     imported = _replay(_config(tmp, "fresh2", reference_file=str(fitted["artifact"])), fitted["rest"],
                        metrics_out=metrics)
-    assert not [e for e in imported if e["segment"] == ALL and e.get("reason") == "warming up"]
-    # pairs not in the artifact warm up as usual
-    assert next(e for e in imported if e["segment"] == "a")["reason"] == "warming up"
+    assert not [e for e in imported if e.get("reason") == "warming up"]  # segments came in the artifact too
     samples = parse_metrics(metrics.read_text())
 
     def value(name: str, **labels: str) -> float | None:
         return samples.get((name, tuple(sorted({"proxy": "score", "audit": "quality", **labels}.items()))))
 
     assert value("goodhart_reference_info", segment=ALL, origin="imported") == 1.0
-    assert value("goodhart_reference_info", segment="a", origin="fitted") == 1.0
+    assert value("goodhart_reference_info", segment="a", origin="imported") == 1.0
+    assert value("goodhart_reference_start_timestamp_seconds", segment="a") == T0  # one span for all segments
     assert value("goodhart_reference_start_timestamp_seconds", segment=ALL) == T0  # the span of the original fit
     assert value("goodhart_reference_end_timestamp_seconds", segment=ALL) == T0 + REFERENCE_PAIRS - 1
 
@@ -284,7 +288,7 @@ def test_cli_round_trip_export_import_and_export_from_a_running_daemon(fitted: d
     artifact = tmp_path / "reference.json"
     done = _cli("reference", "export", "--config", str(original), "--out", str(artifact))
     assert done.returncode == 0, done.stderr
-    assert "exported 1 references (2 pairs still warming up)" in done.stderr
+    assert "exported 3 references (0 pairs still warming up)" in done.stderr
     assert json.loads(artifact.read_text())["pairs"][0]["fitted_to"] == T0 + REFERENCE_PAIRS - 1
 
     # a mismatched config is refused with the file's name and the difference (exit 2)
@@ -303,7 +307,7 @@ def test_cli_round_trip_export_import_and_export_from_a_running_daemon(fitted: d
     (tmp_path / "live.jsonl").write_text("")
     done = _cli("reference", "import", "--config", str(fresh), str(artifact))
     assert done.returncode == 0, done.stderr
-    assert "imported 1 references" in done.stdout
+    assert "imported 3 references" in done.stdout
     agent = AgentProcess(fresh, port, tmp_path / "agent.log").start()
     try:
         assert agent.value("goodhart_reference_info", proxy="score", audit="quality", segment=ALL,
@@ -314,16 +318,16 @@ def test_cli_round_trip_export_import_and_export_from_a_running_daemon(fitted: d
         again = tmp_path / "again.json"
         done = _cli("reference", "export", "--config", str(fresh), "--out", str(again))
         assert done.returncode == 0, done.stderr
-        [pair] = json.loads(again.read_text())["pairs"]
-        assert pair["origin"] == "imported" and pair["detector"] == json.loads(artifact.read_text())["pairs"][0][
-            "detector"]
+        pairs = json.loads(again.read_text())["pairs"]
+        assert [p["origin"] for p in pairs] == ["imported"] * 3
+        assert [p["detector"] for p in pairs] == [p["detector"] for p in json.loads(artifact.read_text())["pairs"]]
     finally:
         agent.terminate()
 
     pinned = tmp_path / "pinned.yaml"
     pinned.write_text(yaml.safe_dump(_config(tmp_path, "x", reference_file=str(artifact))))
     done = _cli("check-config", str(pinned))
-    assert done.returncode == 0 and f"reference file: 1 pairs start from {artifact}" in done.stdout
+    assert done.returncode == 0 and f"reference file: 3 pairs start from {artifact}" in done.stdout
     # the daemon refuses to start on a mismatched artifact, with the same line (exit 2)
     refused = _config(tmp_path, "refused", reference_file=str(artifact), reference_pairs=100)
     refused.update(source={"type": "jsonl", "path": str(tmp_path / "live.jsonl")}, listen=f"127.0.0.1:{free_port()}")

@@ -16,6 +16,7 @@ from test_pipeline import feed, make
 from agent.core import Ring
 from agent.detect.base import PairObservation
 from agent.detect.decoupling import DecouplingDetector
+from agent.detect.pooled import PooledDetector
 from agent.store import MIGRATIONS, Store
 from agent.store.detectors import CHUNK_SLOTS, _Mark, changed_chunks
 
@@ -117,7 +118,7 @@ def downgrade_to_schema_7(path: Path) -> None:
     store = Store(path)
     rows = {}
     for key, state in store.load_detectors().items():
-        detector = DecouplingDetector(arl0=2.0)
+        detector = PooledDetector(arl0=2.0)  # the class the factory builds (its pool in the state)
         detector.load_state(state["detector"])
         rows[key] = json.dumps({**state, "detector": detector.state_dict()}, sort_keys=True)
     store.close()

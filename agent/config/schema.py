@@ -95,12 +95,27 @@ class LimitsConfig(Strict):
         64, ge=2, le=10_000, description="open connections per listener; more are answered 503 and closed at once")
 
 
+class ReferenceSpanConfig(Strict):
+    start: float = Field(description="output time (unix seconds) from which audited outputs form the reference")
+    end: float = Field(description="output time (unix seconds) up to which they do; the reference is fitted at "
+                                   "the first audited output after it")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReferenceSpanConfig:
+        if not self.end > self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class DetectionConfig(Strict):
     detector: Literal["decoupling", "placeholder"] = Field(
         "decoupling", description="decoupling: the real detector; placeholder: for testing the pipeline")
     audits_between_false_alarms: float = Field(
         100_000, ge=100, description="expected audits between false alarms, whole deployment")
     reference_pairs: int = Field(200, ge=20, description="audited pairs that form the reference")
+    reference_span: ReferenceSpanConfig | None = Field(
+        default=None, description="an explicit reference span for every pair and segment, instead of the first "
+        "reference_pairs audited outputs (it needs 20 of them; a rebaseline goes back to reference_pairs)")
     shift: float = Field(1.0, gt=0, le=5, description="design shift of the CUSUMs, in residual standard deviations")
     binary_shift: float = Field(
         0.3, gt=0, le=1, description="design drop in pass rate of the level CUSUM for 0/1 (pass/fail) audits")

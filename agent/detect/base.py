@@ -185,6 +185,7 @@ class PairObservation:
     proxy: float
     audit: float
     weight: float = 1.0
+    segment: str | None = None  # the output's segment (None: not segmented)
 
 
 class Detector(ABC):
@@ -232,6 +233,21 @@ class Detector(ABC):
     def load_reference(self, pinned: dict[str, Any]) -> None:
         """Start from a pinned reference instead of warming up (ValueError when it does not fit)."""
         raise ValueError(f"{type(self).__name__} cannot start from a pinned reference")
+
+    @property
+    def pools_segments(self) -> bool:
+        """Whether, as a whole-stream test, it gives its segments their references
+        (:meth:`segment_reference`) and they must not fit their own."""
+        return False
+
+    def segment_reference(self, segment: str) -> dict[str, Any] | None:
+        """The pinned reference a segment's detector starts from (:meth:`adopt_reference`); None
+        while there is none (yet)."""
+        return None
+
+    def adopt_reference(self, pinned: dict[str, Any]) -> None:
+        """Take the reference a whole-stream test made for this segment (its origin carried over)."""
+        self.load_reference(pinned)
 
     def sufficient_statistics(self) -> dict[str, float]:
         """Monotone sums (counters) that Prometheus can add across replicas; empty by default."""

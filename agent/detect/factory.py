@@ -27,17 +27,22 @@ def detector_settings(config: Config) -> dict[str, Any]:
     d = config.detection
     if d.detector == "placeholder":
         return {"detector": "placeholder", "reference_pairs": d.reference_pairs}
-    return {"detector": d.detector, "arl0": per_test_arl(config), "reference_pairs": d.reference_pairs,
-            "shift": d.shift, "binary_shift": d.binary_shift, "warn_ratio": d.warn_ratio, "window": d.window}
+    settings = {"detector": d.detector, "arl0": per_test_arl(config), "reference_pairs": d.reference_pairs,
+                "shift": d.shift, "binary_shift": d.binary_shift, "warn_ratio": d.warn_ratio, "window": d.window}
+    if d.reference_span is not None:  # only when set: the settings of existing stores stay what they were
+        settings["reference_span"] = [d.reference_span.start, d.reference_span.end]
+    return settings
 
 
 def detector_factory(config: Config) -> Callable[[], Detector]:
     settings = config.detection
     if settings.detector == "placeholder":
         return lambda: PlaceholderDetector(reference_size=settings.reference_pairs)
-    from agent.detect.decoupling import DecouplingDetector
+    from agent.detect.pooled import PooledDetector
 
     arl0 = per_test_arl(config)
-    return lambda: DecouplingDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
+    given = settings.reference_span
+    span = None if given is None else (given.start, given.end)
+    return lambda: PooledDetector(arl0=arl0, reference_pairs=settings.reference_pairs, shift=settings.shift,
                                       binary_shift=settings.binary_shift, warn_ratio=settings.warn_ratio,
-                                      window=settings.window)
+                                      window=settings.window, reference_span=span)

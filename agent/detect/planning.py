@@ -187,12 +187,12 @@ def _median(test: LevelTest, shift: float) -> float:
 # -- from pairs to time -------------------------------------------------------------------------
 def first_verdict_pairs(reference_pairs: int, share: float = 1.0, pinned: bool = False) -> float:
     """Audited pairs of the *whole stream* before a test on ``share`` of the traffic gives its first
-    verdict: its own ``reference_pairs`` (a segment sees ``share`` of them); none when the
-    reference comes pinned from ``detection.reference_file``. The one place that says how a
-    segment warms up: change it here if segments get their reference another way."""
+    verdict: ``reference_pairs``, whatever the share, because every segment takes its reference
+    from the whole stream's reference span (agent/detect/pooled.py); none when the reference comes
+    pinned from ``detection.reference_file``. The one place that says how a segment warms up."""
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
-    return 0.0 if pinned else reference_pairs / share
+    return 0.0 if pinned else float(reference_pairs)
 
 
 def seconds_for(pairs: float, rate: float, detect_seconds: float) -> float:

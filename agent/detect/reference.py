@@ -112,13 +112,14 @@ class ReferenceRelation:
         self.bootstrap = bootstrap
         self.seed = seed
 
-    def fit(self, proxy: Any, audit: Any, weight: Any = None) -> ReferenceRelation:
-        """Fit the line and measure, by bootstrap, how much its error biases each score."""
+    def fit(self, proxy: Any, audit: Any, weight: Any = None, binary: bool | None = None) -> ReferenceRelation:
+        """Fit the line and measure, by bootstrap, how much its error biases each score; ``binary``
+        says whether the audit is 0/1 when the audits given are not (less a segment's deviation)."""
         x, y, w = _checked(proxy, audit, weight)
         if self.clip <= 0 or self.bootstrap < 20:
             raise ValueError("clip must be > 0 and bootstrap >= 20")
         n = len(x)
-        binary = bool(np.all((y == 0.0) | (y == 1.0)))
+        binary = bool(np.all((y == 0.0) | (y == 1.0))) if binary is None else binary
         self.bounds_ = (0.0, 1.0) if binary else (-math.inf, math.inf)
         x, y, w = with_pseudo_pairs(x, y, w, self.bounds_, self.clip, binary)
         a, b = _wls(x, y, w)
