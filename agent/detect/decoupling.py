@@ -52,6 +52,7 @@ from agent.detect.curvature import CurvatureTrack
 from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds, design_ks
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
+from agent.detect.spread import SpreadGuard
 from agent.detect.window import DeferredWindow, restore_window
 from agent.detect.window import finite as _finite
 from agent.detect.window import json_float as _f
@@ -105,14 +106,12 @@ class DecouplingDetector(Detector):
         residual s.d., except for the level test of a 0/1 audit: a drop of ``binary_shift`` in
         pass rate, converted to score units by the reference's own residual scale (if smaller)."""
         ref = getattr(self, "_ref", None)
-        binary_k = min(self.shift, self.binary_shift * ref.level_gain) / 2.0 if ref is not None and ref.binary \
-            else None
-        self._ks = design_ks(self.shift, binary_k)
+        level_k = min(self.shift, self.binary_shift * ref.level_gain) / 2.0 if ref is not None and ref.binary else None
+        self._ks = design_ks(self.shift, level_k)
 
     @property
     def k(self) -> float:
-        """CUSUM reference value of the primary level test: half the design shift (in s.d.);
-        for a 0/1 audit's reference, its likelihood-ratio drift."""
+        """The primary level test's CUSUM reference value (half the design shift; 0/1: see _set_ks)."""
         return self._ks["level"]
 
     def _reset(self) -> None:
@@ -128,6 +127,7 @@ class DecouplingDetector(Detector):
         self._origin = "fitted"  # or "imported": the reference came pinned (load_reference)
         self._cusum = {name: self._empty_excursion() for name in self._names}
         self._curve = CurvatureTrack(slow=CURVE_SLOW * self.span, fast=self.span)
+        self._spread = SpreadGuard(fast=self.span // 2, slow=2 * self.span)
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
         self._pos = 0
         self._count = 0
@@ -165,13 +165,12 @@ class DecouplingDetector(Detector):
                 self._fit()
             return
         r, level, slope = ref.scores(p, a, self._centre, w / self._weight_mean)
-        pred = a - r
-        gap, moved = pred - a, pred - ref.audit_mean_
-        # Allowance for the slope's estimation error, charged only when recent proxies sit
-        # away from the reference mean (extrapolation); calibrated per CUSUM (see calibration).
-        d = abs(self._centre)
+        gap, moved = -r, a - r - ref.audit_mean_  # prediction a - r, less the audit; less the reference mean
+        # The slope's error is charged when recent proxies sit away from the reference mean (calibration);
+        # a level score is read on its own scale once its spread has grown (spread.py).
+        d, f = abs(self._centre), 1.0 if ref.binary else self._spread.update(level)
         for name in self._level_names:
-            self._step(name, -level - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
+            self._step(name, -level / f - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
         self._step("slope", -slope - self._ks["slope"], obs.ts, w, gap, moved)
         bend = self._curve.update(level, ref.standardise_proxy(p))
         if bend is not None and "curve" in self._h:  # absent from references fitted before it existed
@@ -365,6 +364,7 @@ class DecouplingDetector(Detector):
             "late": self._late,
             "cusum": {k: {f: _f(v) for f, v in e.items()} for k, e in self._cusum.items()},
             "curve": self._curve.state_dict(),
+            "spread": self._spread.state_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -392,6 +392,7 @@ class DecouplingDetector(Detector):
         self._cusum = {k: {f: (math.inf if v is None else float(v)) for f, v in e.items()}
                        for k, e in state["cusum"].items()}
         self._curve.load_state(state.get("curve"))
+        self._spread.load_state(state.get("spread"))
         for name in self._names:  # saved before the curvature test: an empty excursion, no threshold
             self._cusum.setdefault(name, self._empty_excursion())
         for name, e in self._cusum.items():  # version < 4: no latch; an excursion above h has one
