@@ -141,6 +141,12 @@ def _deviations(x: np.ndarray, r: np.ndarray, w: np.ndarray, idx: dict[str, np.n
     raw_b = np.array([raw[n] for n in names])
     informs = np.array([len(idx[n]) >= MIN_PAIRS and moments[n][1][1, 1] > 1e-12 for n in names])
     post = [_posterior(raw_b[:, j], sampling[:, j], informs) for j in range(2)]
+    # The offset's error also carries how far the pool moved it from the segment's own estimate:
+    # a segment that truly differs from the others is pulled toward them by about that much when
+    # the few segments happen to look alike on the span (with three, often), and a reference
+    # biased by it false-alarmed on a healthy demo stream (docs/detection.md).
+    m0, v0, t0 = post[0]
+    post[0] = (m0, v0 + np.where(np.isfinite(raw_b[:, 0]), (m0 - raw_b[:, 0]) ** 2, 0.0), t0)
     pool = SegmentPool(centre=centre, sigma2=sigma2, tau2=(post[0][2], post[1][2]))
     dev = np.zeros(len(x))
     for k, (name, i) in enumerate(idx.items()):
