@@ -343,13 +343,6 @@ def _run(s: Scenario, tmp: Path, procs: list[Process], hook: Webhook, prometheus
         alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am-data'}",
         f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=", "--log.level=warn"], tmp))
 
-    demo = Process("demo", [
-        sys.executable, "-m", "agent", "demo", "--listen", f"127.0.0.1:{s.agent_port}", "--speedup", str(SPEEDUP),
-        "--change-after", str(CHANGE_AFTER), "--state-dir", str(tmp / "demo")], tmp)
-    procs.append(demo)
-    # The demo's clock starts after the process does: this is a lower bound of the change.
-    s.change_at = demo.started + CHANGE_AFTER / SPEEDUP
-
     forwarder_port, push_port = free_port(), free_port()
     gateway_config, forwarder_config = fleet_configs(tmp, tmp / "demo" / "outputs.jsonl", push_port)
     for name, config, port in (("gateway", gateway_config, free_port()),
@@ -368,13 +361,22 @@ def _run(s: Scenario, tmp: Path, procs: list[Process], hook: Webhook, prometheus
         raise ScenarioError(f"promtool check config: {checked.stdout}{checked.stderr}")
 
     wait_until("alertmanager ready", lambda: requests.get(f"{am_url}/-/ready", timeout=1).ok, 30)
-    wait_until("the demo's agent ready", lambda: demo.alive() and requests.get(f"{agent_url}/readyz", timeout=1).ok,
-               60)
     procs.append(Process("prometheus", [
         prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'prom-data'}",
         f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s",
         "--log.level=warn"], tmp))
     wait_until("prometheus ready", lambda: requests.get(f"{s.prom_url}/-/ready", timeout=1).ok, 30)
+
+    # The demo starts last, with everything watching: its warm-up (all segments take their reference
+    # from the one span, a few wall seconds) is scraped from its first detect step.
+    demo = Process("demo", [
+        sys.executable, "-m", "agent", "demo", "--listen", f"127.0.0.1:{s.agent_port}", "--speedup", str(SPEEDUP),
+        "--change-after", str(CHANGE_AFTER), "--state-dir", str(tmp / "demo")], tmp)
+    procs.append(demo)
+    # The demo's clock starts after the process does: this is a lower bound of the change.
+    s.change_at = demo.started + CHANGE_AFTER / SPEEDUP
+    wait_until("the demo's agent ready", lambda: demo.alive() and requests.get(f"{agent_url}/readyz", timeout=1).ok,
+               60)
     wait_until("the first scrape", lambda: query(s.prom_url, f'up{{job="{JOB}"}} == 1'), 30)
 
     # Healthy phase: watch every second until just before the change.
@@ -384,7 +386,7 @@ def _run(s: Scenario, tmp: Path, procs: list[Process], hook: Webhook, prometheus
         s.healthy_ticks += 1
         s.healthy_firing += [r["metric"] for r in query(s.prom_url, 'ALERTS{alertstate="firing"}')]
         s.healthy_warn_pairs |= {(r["metric"]["proxy"], r["metric"]["audit"], r["metric"]["segment"])
-                                 for r in query(s.prom_url, "goodhart_detector_state == 1")}
+                                 for r in query(s.prom_url, "max_over_time(goodhart_detector_state[5m]) == 1")}
         time.sleep(1.0)
     s.notifications_before_change = hook.snapshot()
 
