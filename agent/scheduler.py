@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 from agent.clock import VirtualClock
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,8 @@ class LiveScheduler:
     """APScheduler interval jobs, each first run at start."""
 
     def __init__(self, jobs: Jobs) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler  # the daemon's only: replay starts without it
+
         self.jobs = jobs
         self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
 

@@ -20,14 +20,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
-
-import requests
-from urllib3.exceptions import ReadTimeoutError
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import AuditCallConfig
 from agent.http.client import ReadError, parse_retry_after, read_limited
+
+if TYPE_CHECKING:  # loaded by the first call: a replay without judges never needs it
+    import requests
 
 MAX_REPLY_BYTES = 1 << 20
 
@@ -124,6 +124,8 @@ class Producer(ABC):
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
+            import requests
+
             session = self._local.session = requests.Session()
         return session
 
@@ -136,6 +138,9 @@ class Producer(ABC):
 
     def post(self, url: str, payload: Any, key: str) -> Reply | Outcome:
         """POST JSON; a :class:`Reply` for a 2xx answer, else the failure as an :class:`Outcome`."""
+        import requests
+        from urllib3.exceptions import ReadTimeoutError
+
         started = time.monotonic()
         deadline = started + self.timeout
 

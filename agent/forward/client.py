@@ -17,8 +17,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import requests
-
 from agent.config import ConfigError, ForwardConfig
 from agent.http.client import ReadError, parse_retry_after, read_limited
 from agent.http.secrets import bearer_token
@@ -90,6 +88,8 @@ class GatewayClient:
         self.url = settings.url
         self.timeout = settings.timeout_seconds
         self.gzip = settings.compression == "gzip"
+        import requests  # only a forwarder needs it
+
         self.session = requests.Session()
         self.session.verify = settings.ca_file if settings.ca_file else settings.verify_tls
         self.headers = {"Content-Type": NDJSON, "Accept": "application/json"}
@@ -112,6 +112,8 @@ class GatewayClient:
         return gzip.compress(data, compresslevel=6, mtime=0) if self.gzip else data
 
     def send(self, records: list[bytes]) -> Outcome:
+        import requests
+
         deadline = time.monotonic() + self.timeout
         try:
             resp = self.session.post(self.url, data=self.body(records), headers=self.headers,

@@ -12,9 +12,10 @@ import re
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-import requests
-import urllib3
+if TYPE_CHECKING:  # requests and urllib3 load only when a client is used (they cost a replay's start ~75 ms)
+    import requests
 
 #: The longest wait a ``Retry-After`` may impose. Asking again after an hour costs one request that
 #: may be throttled again; obeying a longer (or mistaken, or hostile) value would silence a source or
@@ -88,6 +89,8 @@ def read_limited(resp: requests.Response, limit: int, deadline: float,
     is dropped as soon as it does. The deadline covers the whole body, so a server dripping bytes
     slowly times out too, not only one that goes silent.
     """
+    import urllib3
+
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ReadError("too_large", f"{declared} bytes")
