@@ -111,6 +111,13 @@ class Verdict:
             object.__setattr__(self, "_estimates", given)
         return given
 
+    def estimated(self, names: frozenset[str]) -> Estimates:
+        """Estimates with at least the fields ``names`` known: deferred estimates that can compute a
+        part (a ``part(names)`` method, agent/detect/window.py) skip what was not asked for."""
+        given = self._estimates
+        part = None if isinstance(given, Estimates) else getattr(given, "part", None)
+        return self.estimates if part is None else part(names)
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Verdict is immutable: cannot set {name}")
 

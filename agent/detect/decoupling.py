@@ -41,7 +41,6 @@ recent proxies from the reference mean.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,7 @@ from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, b
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.spread import SpreadGuard
-from agent.detect.window import DeferredWindow, restore_window
+from agent.detect.window import DeferredEstimates, DeferredWindow, restore_window
 from agent.detect.window import finite as _finite
 from agent.detect.window import json_float as _f
 
@@ -286,7 +285,7 @@ class DecouplingDetector(Detector):
             excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
         )
         return Verdict(STATES[state_code], statistic=max(mapped.values()), threshold=big, reason=reason,
-                       estimates=lambda: replace(window.value(), **known),
+                       estimates=DeferredEstimates(window, known),
                        eager=Estimates(samples=self._count, **known))
 
     def _estimates(self, ref: ReferenceRelation) -> tuple[DeferredWindow, dict[str, Any]]:
