@@ -110,6 +110,11 @@ class DeferredEstimates:
         return replace(self._window.gap(), **self._known)
 
 
+def ordered_window(buf: np.ndarray, pos: int, count: int) -> np.ndarray:
+    """A window ring oldest first: a full ring rolled to its next slot, one not yet full as filled."""
+    return np.roll(buf, -pos, axis=1) if count == buf.shape[1] else buf[:, :count]
+
+
 def restore_window(buf: np.ndarray, state: dict[str, Any]) -> tuple[int, int]:
     """Fill a detector's window ring ``buf`` (rows, size) from its saved state; returns (pos, count).
 
