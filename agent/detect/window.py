@@ -107,7 +107,8 @@ class DeferredEstimates:
     def part(self, names: frozenset[str]) -> Estimates:
         if names & RANKED_FIELDS:
             return self()
-        return replace(self._window.gap(), **self._known)
+        g = self._window.gap()
+        return Estimates(samples=g.samples, gap=g.gap, gap_lower=g.gap_lower, gap_upper=g.gap_upper, **self._known)
 
 
 def ordered_window(buf: np.ndarray, pos: int, count: int) -> np.ndarray:
