@@ -9,6 +9,7 @@ import numpy as np
 from agent.bank import HISTORY_FIELDS
 from agent.detect.base import PairObservation, Verdict
 from agent.detect.decoupling import DecouplingDetector
+from agent.detect.window import ordered_window
 
 
 def _verdicts(steps: int) -> list[tuple[Verdict, Verdict]]:
@@ -46,3 +47,11 @@ def test_asking_for_a_ranked_field_computes_the_full_estimates() -> None:
     verdict = _verdicts(300)[-1][0]
     assert verdict.estimated(frozenset({"rank_corr_window"})) == verdict.estimates
     assert math.isfinite(verdict.estimates.rank_corr_window)
+
+
+def test_the_window_ring_is_read_oldest_first_at_every_position() -> None:
+    buf = np.arange(4 * 7, dtype=float).reshape(4, 7)
+    for pos in range(7):
+        assert (ordered_window(buf, pos, 7) == np.roll(buf, -pos, axis=1)).all()
+    for count in range(7):  # not yet full: filled from slot 0, the next slot is ``count``
+        assert (ordered_window(buf, count, count) == buf[:, :count]).all()
