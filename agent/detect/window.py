@@ -60,13 +60,15 @@ def window_estimates(ref: ReferenceRelation, p: np.ndarray, a: np.ndarray, w: np
 class DeferredWindow:
     """The window estimates of one moment, computed on first read (an event, a history row, a
     scrape) rather than on every detect tick: most verdicts are never read past their state and
-    statistic, and a history row reads only the gap. Holds a copy of the window ring buffer,
-    since the detector goes on filling it."""
+    statistic, and a history row reads only the gap. Holds a copy of the filled part of the
+    window ring buffer's proxy, audit and weight rows, since the detector goes on filling it."""
 
     __slots__ = ("_buf", "_count", "_gap", "_pos", "_ref", "_value")
 
     def __init__(self, ref: ReferenceRelation, buf: np.ndarray, pos: int, count: int) -> None:
-        self._ref, self._buf, self._pos, self._count = ref, buf.copy(), pos, count
+        """``buf``: the ring's rows ts, proxy, audit, weight; ``pos`` its next slot, ``count`` slots filled."""
+        full = count == buf.shape[1]
+        self._ref, self._buf, self._pos, self._count = ref, buf[1:, :count].copy(), pos if full else 0, count
         self._gap: Estimates | None = None
         self._value: Estimates | None = None
 
@@ -80,14 +82,14 @@ class DeferredWindow:
         """Only samples, gap, gap_lower and gap_upper (what a history row plots)."""
         if self._gap is None:
             buf = self._ordered()
-            self._gap = window_gap(self._ref, buf[1], buf[2], buf[3])
+            self._gap = window_gap(self._ref, buf[0], buf[1], buf[2])
         return self._gap
 
     def value(self) -> Estimates:
         if self._value is None:
             gap = self.gap()
             buf = self._ordered()
-            self._value = window_estimates(self._ref, buf[1], buf[2], buf[3], gap)
+            self._value = window_estimates(self._ref, buf[0], buf[1], buf[2], gap)
             self._buf = buf[:0]  # no longer needed
         return self._value
 
