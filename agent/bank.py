@@ -30,6 +30,7 @@ CURSORS = ("detect.outputs", "detect.pairs")
 #: (proxy, audit, segment, ts, state, body): one recorded verdict, for the report's plots
 HistoryRow = tuple[str, str, str, float, str, dict[str, Any]]
 HISTORY_FIELDS = ("gap", "gap_lower", "gap_upper", "samples", "since", "excursion_pairs", "warn_threshold")
+_HISTORY_NAMES = frozenset(HISTORY_FIELDS)
 
 
 def _number(value: float) -> float | None:
@@ -240,10 +241,9 @@ class DetectorBank:
                 now - last[0] < self.history_seconds or last[2] == verdict.statistic):
             return
         self._recorded[key] = (now, state, verdict.statistic)
-        estimates = verdict.estimates.reported()
         body: dict[str, Any] = {"statistic": _number(verdict.statistic), "threshold": _number(verdict.threshold),
                                 "reason": verdict.reason}
-        body.update((name, estimates[name]) for name in HISTORY_FIELDS if name in estimates)
+        body.update(verdict.estimated(_HISTORY_NAMES).reported(HISTORY_FIELDS))  # only the gap is computed
         self.history.append((*key, now, state, body))
 
     def take_history(self) -> list[HistoryRow]:

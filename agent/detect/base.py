@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -62,10 +62,14 @@ class Estimates:
     excursion_pairs: int | None = None  # audited outputs in the current excursion
     excursion_gap: float | None = None  # weighted mean gap over the excursion
 
-    def reported(self) -> dict[str, float | int | None]:
-        """The estimated fields by name, sorted, NaN as None: the extra keys of an event."""
-        return {f.name: _reported(getattr(self, f.name)) for f in sorted(fields(self), key=lambda f: f.name)
-                if getattr(self, f.name) is not None}
+    def reported(self, names: Iterable[str] | None = None) -> dict[str, float | int | None]:
+        """The estimated fields by name (all, sorted: the extra keys of an event; or only ``names``),
+        NaN as None; fields this detector does not estimate (None) are left out."""
+        return {name: _reported(value) for name in (_ESTIMATE_NAMES if names is None else names)
+                if (value := getattr(self, name)) is not None}
+
+
+_ESTIMATE_NAMES = tuple(sorted(f.name for f in fields(Estimates)))
 
 
 class Verdict:
@@ -110,6 +114,13 @@ class Verdict:
             given = given()
             object.__setattr__(self, "_estimates", given)
         return given
+
+    def estimated(self, names: frozenset[str]) -> Estimates:
+        """Estimates with at least the fields ``names`` known: deferred estimates that can compute a
+        part (a ``part(names)`` method, agent/detect/window.py) skip what was not asked for."""
+        given = self._estimates
+        part = None if isinstance(given, Estimates) else getattr(given, "part", None)
+        return self.estimates if part is None else part(names)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Verdict is immutable: cannot set {name}")

@@ -48,6 +48,19 @@ def allowance_at(table: list[float], d: float) -> float:
     return table[i] + (x - i) * (table[i + 1] - table[i])
 
 
+def level_scaled(s: float, own: list[float], level: list[float]) -> float:
+    """A CUSUM ``s`` with thresholds ``own`` (alarm, warn) on the primary level test's scale
+    (``level``): piecewise linear through (0, 0), (own warn, level warn) and (own alarm, level
+    alarm), so that one statistic, one threshold and one warn threshold read every CUSUM exactly."""
+    h, hw = own
+    big, warn = level
+    if s <= hw:
+        return s * warn / hw
+    if s <= h:
+        return warn + (s - hw) * (big - warn) / (h - hw)
+    return big + (s - h) * big / h
+
+
 def design_ks(shift: float, level_k: float | None = None) -> dict[str, float]:
     """Each CUSUM's reference value: its share (``BANK``'s fraction) of half the design shift;
     ``level_k`` replaces that half for the level tests (a 0/1 audit's pass-rate drop)."""

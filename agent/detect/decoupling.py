@@ -41,7 +41,6 @@ recent proxies from the reference mean.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -49,11 +48,11 @@ import numpy as np
 from agent.core import Ring
 from agent.detect.base import STATES, Detector, Estimates, PairObservation, ReferenceInfo, ReferenceLine, Verdict
 from agent.detect.curvature import CurvatureTrack
-from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds, design_ks
+from agent.detect.cusums import BANK, CURVE_SLOW, OTHER_REASONS, allowance_at, bank_thresholds, design_ks, level_scaled
 from agent.detect.pinning import pin, unpin
 from agent.detect.reference import ReferenceRelation
 from agent.detect.spread import SpreadGuard
-from agent.detect.window import DeferredWindow, restore_window
+from agent.detect.window import DeferredEstimates, DeferredWindow, ordered_window, restore_window
 from agent.detect.window import finite as _finite
 from agent.detect.window import json_float as _f
 
@@ -129,6 +128,7 @@ class DecouplingDetector(Detector):
         self._curve = CurvatureTrack(slow=CURVE_SLOW * self.span, fast=self.span)
         self._spread = SpreadGuard(fast=self.span // 2, slow=2 * self.span)
         self._buf = np.zeros((4, self.window))  # rows: ts, proxy, audit, weight
+        self._ts, self._p, self._a, self._w = self._buf  # views of its rows
         self._pos = 0
         self._count = 0
         # Window estimates only change with a new pair; a detect tick often brings none.
@@ -151,7 +151,7 @@ class DecouplingDetector(Detector):
             value - self._proxy_ewma)
 
     def observe_pair(self, obs: PairObservation) -> None:
-        p, a, w = float(obs.proxy), float(obs.audit), float(obs.weight)
+        p, a, w = float(obs.proxy), self._audit(obs), float(obs.weight)
         if not (math.isfinite(p) and math.isfinite(a) and math.isfinite(w) and w > 0):
             raise ValueError(f"pair needs finite proxy/audit and a positive weight: {obs}")
         if obs.ts < self._baseline_ts:
@@ -164,28 +164,38 @@ class DecouplingDetector(Detector):
             if len(self._warmup) >= self.reference_pairs:
                 self._fit()
             return
+        self._score(ref, obs.ts, p, a, w)
+
+    def _audit(self, obs: PairObservation) -> float:
+        """The audit as scored (a pooled reference first takes the segment's own line off)."""
+        return float(obs.audit)
+
+    def _score(self, ref: ReferenceRelation, ts: float, p: float, a: float, w: float) -> None:
         r, level, slope = ref.scores(p, a, self._centre, w / self._weight_mean)
         gap, moved = -r, a - r - ref.audit_mean_  # prediction a - r, less the audit; less the reference mean
         # The slope's error is charged when recent proxies sit away from the reference mean (calibration);
         # a level score is read on its own scale once its spread has grown (spread.py).
         d, f = abs(self._centre), 1.0 if ref.binary else self._spread.update(level)
         for name in self._level_names:
-            self._step(name, -level / f - self._ks[name] - allowance_at(self._allow[name], d), obs.ts, w, gap, moved)
-        self._step("slope", -slope - self._ks["slope"], obs.ts, w, gap, moved)
-        bend = self._curve.update(level, ref.standardise_proxy(p))
+            self._step(name, -level / f - self._ks[name] - allowance_at(self._allow[name], d), ts, w, gap, moved)
+        self._step("slope", -slope - self._ks["slope"], ts, w, gap, moved)
+        x = ref.standardise_proxy(p)
+        bend = self._curve.update(level, x)
         if bend is not None and "curve" in self._h:  # absent from references fitted before it existed
-            self._step("curve", bend - self._ks["curve"], obs.ts, w, gap, moved)
-        self._centre += 2.0 / (self.span + 1) * (ref.standardise_proxy(p) - self._centre)
+            self._step("curve", bend - self._ks["curve"], ts, w, gap, moved)
+        self._centre += 2.0 / (self.span + 1) * (x - self._centre)
         self._weight_mean += 2.0 / (10 * self.span + 1) * (w - self._weight_mean)
         i = self._pos
-        self._buf[0, i], self._buf[1, i], self._buf[2, i], self._buf[3, i] = obs.ts, p, a, w
+        self._ts[i], self._p[i], self._a[i], self._w[i] = ts, p, a, w  # rows of the window ring
         self._pos = (i + 1) % self.window
         self._count = min(self._count + 1, self.window)
         c = self._counters
         c["audited"] += 1.0
         c["samples"] += w
-        c["residual_positive_sum"] += w * max(r, 0.0)
-        c["residual_negative_sum"] += w * max(-r, 0.0)
+        if r > 0.0:  # the other part would add 0
+            c["residual_positive_sum"] += w * r
+        elif r < 0.0:
+            c["residual_negative_sum"] += w * -r
         c["residual_squares"] += w * r * r
 
     def _step(self, name: str, inc: float, ts: float, w: float, gap: float, moved: float) -> None:
@@ -221,23 +231,8 @@ class DecouplingDetector(Detector):
                                                self.slope_allowance)
 
     # -- verdict ---------------------------------------------------------------------------
-    def _window(self) -> np.ndarray:
-        if self._count < self.window:
-            return self._buf[:, : self._count]
-        return np.roll(self._buf, -self._pos, axis=1)
-
     def _mapped(self, name: str) -> float:
-        """A CUSUM on the primary level test's scale: piecewise linear through (0, 0),
-        (own warn threshold, H_warn) and (own threshold, H), so that one statistic, one
-        threshold and one warn threshold read every CUSUM exactly."""
-        s = self._cusum[name]["s"]
-        h, hw = self._h[name]
-        big, warn = self._h["level"]
-        if s <= hw:
-            return s * warn / hw
-        if s <= h:
-            return warn + (s - hw) * (big - warn) / (h - hw)
-        return big + (s - h) * big / h
+        return level_scaled(self._cusum[name]["s"], self._h[name], self._h["level"])
 
     def verdict(self, now: float) -> Verdict:
         ref = self._ref
@@ -286,7 +281,7 @@ class DecouplingDetector(Detector):
             excursion_gap=_finite(trigger["sg"] / trigger["sw"]) if trigger["sw"] > 0 else math.nan,
         )
         return Verdict(STATES[state_code], statistic=max(mapped.values()), threshold=big, reason=reason,
-                       estimates=lambda: replace(window.value(), **known),
+                       estimates=DeferredEstimates(window, known),
                        eager=Estimates(samples=self._count, **known))
 
     def _estimates(self, ref: ReferenceRelation) -> tuple[DeferredWindow, dict[str, Any]]:
@@ -339,7 +334,7 @@ class DecouplingDetector(Detector):
         return dict(self._counters)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._state(), "window": [row.tolist() for row in self._window()]}
+        return {**self._state(), "window": [row.tolist() for row in ordered_window(self._buf, self._pos, self._count)]}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The window as the ring buffer it is: a checkpoint writes only the slots filled since the last."""

@@ -9,7 +9,8 @@ sample of each metric's recent values and calls a value implausible when it lies
 metrics keep a sensible scale; 1.0 when all of them are 0). Every value joins the sample, also an
 implausible one: one value moves none of these, and a genuine shift of the metric becomes the norm
 once it is more than 1% of the sample. Until ``min_values`` values were seen (also after a
-restart: the sample is not persisted) everything is plausible.
+restart: the sample is not persisted) everything is plausible. The bounds are refitted after every
+``window // 16`` new values (on a sort of the sample in numpy).
 
 >>> p = Plausibility(multiple=50)
 >>> [p.check("thumbs", v) for v in [0.0, 1.0] * 20][-1]
@@ -20,45 +21,79 @@ True
 
 from __future__ import annotations
 
-from collections import deque
-from statistics import median
+import numpy as np
 
 WINDOW = 512
 MIN_VALUES = 20
+
+
+class _Sample:
+    """One metric's recent values, a ring whose oldest value the next one overwrites (order does
+    not matter to the bounds), and the bounds fitted on them (None: refit before the next check)."""
+
+    __slots__ = ("added", "bounds", "pos", "size", "values")
+
+    def __init__(self, window: int) -> None:
+        self.values = np.empty(window)
+        self.size = self.pos = self.added = 0
+        self.bounds: tuple[float, float] | None = None
+
+    def append(self, value: float) -> None:
+        values = self.values
+        values[self.pos] = value
+        self.pos = (self.pos + 1) % len(values)
+        self.size = min(self.size + 1, len(values))
 
 
 class Plausibility:
     def __init__(self, multiple: float, window: int = WINDOW, min_values: int = MIN_VALUES) -> None:
         if multiple <= 0:
             raise ValueError("multiple must be positive")
+        if window < 1:
+            raise ValueError("window must be at least 1")
         self.multiple = multiple
         self.window = window
         self.min_values = min_values
-        self._samples: dict[str, deque[float]] = {}
-        self._bounds: dict[str, tuple[float, float]] = {}  # refitted after window/16 new values
-        self._added: dict[str, int] = {}
+        self._refit_every = max(1, window // 16)  # new values between fits, once the sample has that many
+        self._samples: dict[str, _Sample] = {}
 
     def check(self, name: str, value: float, keep: bool = True) -> bool:
         """Whether ``value`` is plausible for metric ``name``; ``keep`` adds it to the sample."""
-        sample = self._samples.setdefault(name, deque(maxlen=self.window))
+        sample = self._samples.get(name)
+        if sample is None:
+            sample = self._samples[name] = _Sample(self.window)
         ok = True
-        if len(sample) >= self.min_values:
-            low, high = self._bounds.get(name) or self._fit(name, sample)
+        if sample.size >= self.min_values:
+            low, high = sample.bounds or self._fit(sample)
             ok = low <= value <= high
         if keep:
             sample.append(value)
-            self._added[name] = added = self._added.get(name, 0) + 1
-            if added >= max(1, self.window // 16) or len(sample) < self.window // 16:
-                self._bounds.pop(name, None)
-                self._added[name] = 0
+            sample.added += 1
+            if sample.added >= self._refit_every or sample.size < self._refit_every:
+                sample.bounds, sample.added = None, 0
         return ok
 
-    def _fit(self, name: str, sample: deque[float]) -> tuple[float, float]:
-        ordered = sorted(sample)
-        mid = median(ordered)
-        mad = median(abs(v - mid) for v in ordered)
-        q_lo = ordered[int(0.01 * (len(ordered) - 1))]
-        q_hi = ordered[round(0.99 * (len(ordered) - 1))]
-        spread = max(1.4826 * mad, q_hi - q_lo, abs(mid)) or 1.0
-        self._bounds[name] = bounds = (mid - self.multiple * spread, mid + self.multiple * spread)
+    def _fit(self, sample: _Sample) -> tuple[float, float]:
+        mid, spread = robust_scale(sample.values[: sample.size])
+        sample.bounds = bounds = (mid - self.multiple * spread, mid + self.multiple * spread)
         return bounds
+
+
+def _median(ordered: np.ndarray) -> float:
+    """``statistics.median`` of values already sorted: the same middle values, the same sum."""
+    n = len(ordered)
+    if n % 2:
+        return float(ordered[n // 2])
+    return (float(ordered[n // 2 - 1]) + float(ordered[n // 2])) / 2
+
+
+def robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, spread) of a non-empty sample: the spread is the largest of 1.4826·MAD, the
+    1st-99th percentile range and ``|median|``, 1.0 when all of them are 0."""
+    ordered = np.sort(values)
+    n = len(ordered)
+    mid = _median(ordered)
+    mad = _median(np.sort(np.abs(ordered - mid)))
+    q_lo = float(ordered[int(0.01 * (n - 1))])
+    q_hi = float(ordered[round(0.99 * (n - 1))])
+    return mid, max(1.4826 * mad, q_hi - q_lo, abs(mid)) or 1.0

@@ -14,7 +14,6 @@ Segment detectors (of the same class) are given their reference by
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -68,9 +67,7 @@ class PooledDetector(DecouplingDetector):
 
     def observe_pair(self, obs: PairObservation) -> None:
         if self._ref is not None:
-            if self._pool is not None:
-                obs = replace(obs, audit=obs.audit - self._pool.deviation(obs.segment, obs.proxy))
-            super().observe_pair(obs)
+            super().observe_pair(obs)  # scored with the segment's own line taken off (_audit)
             return
         end = self._span_end()
         if end is not None and obs.ts > end and len(self._warmup) >= 20:
@@ -89,6 +86,12 @@ class PooledDetector(DecouplingDetector):
             if warming:
                 self._warmup_seg.pop()
             raise
+
+    def _audit(self, obs: PairObservation) -> float:
+        pool = self._pool
+        if self._ref is None or pool is None:
+            return float(obs.audit)
+        return float(obs.audit - pool.deviation(obs.segment, obs.proxy))
 
     def _take(self, obs: PairObservation) -> None:
         """A pair of the explicit span: kept for the fit, whatever the count."""
