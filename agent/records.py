@@ -102,6 +102,8 @@ def _is_text(value: str) -> bool:
 
 
 Getter = Callable[[Any], Any]
+#: a configured metric: its name, the getter of its field, and its key in :attr:`FieldPresence.absent`
+MetricField = tuple[str, Getter, tuple[str, str]]
 _ABSENT = object()
 
 
@@ -208,9 +210,11 @@ class RecordParser:
         self.config = config
         self.max_bytes = config.limits.max_record_bytes
         self.max_future = config.limits.max_future_seconds
-        self._proxies = [(p.name, field_getter(p.field)) for p in config.proxies if p.field is not None]
+        self._proxies = [(p.name, field_getter(p.field), ("proxy", p.name))
+                         for p in config.proxies if p.field is not None]
         self.computers = dict(computers) if computers is not None else build_computers(config)
-        self._audits = [(a.name, field_getter(a.field)) for a in config.audits if a.field is not None]
+        self._audits = [(a.name, field_getter(a.field), ("audit", a.name))
+                        for a in config.audits if a.field is not None]
         self._segment_field = config.segments.field if config.segments else None
         self._latest = 0.0  # see _latest_now
         self._id = field_getter(config.id_field)
@@ -260,7 +264,9 @@ class RecordParser:
     def _parse_fields(self, obj: dict[str, Any], rid: str) -> Record | Rejection:
         ts_value = self._ts(obj)
         ts: float | None = None
-        if ts_value is not None:
+        if type(ts_value) is float and EARLIEST_TS <= ts_value <= self._latest:
+            ts = ts_value  # the usual case: what parse_timestamp would return, in the window
+        elif ts_value is not None:
             try:
                 ts = parse_timestamp(ts_value)
             except (ValueError, OverflowError) as err:
@@ -270,7 +276,9 @@ class RecordParser:
         segment = None
         if self._segment is not None:
             seg_value = self._segment(obj)
-            if seg_value is None:
+            if type(seg_value) is str and 0 < len(seg_value) <= MAX_SEGMENT_LENGTH and seg_value.isascii():
+                segment = seg_value  # the usual case: a short ASCII string
+            elif seg_value is None:
                 self.presence.count("segment", "segment")
             else:
                 if isinstance(seg_value, bool) or not isinstance(seg_value, str | int | float):
@@ -278,24 +286,38 @@ class RecordParser:
                 segment = str(seg_value)
                 if not segment or len(segment) > MAX_SEGMENT_LENGTH or not _is_text(segment):
                     return Rejection("bad_segment")
-        proxies: dict[str, float] = {}
-        audits: dict[str, float] = {}
-        for kind, target, fields in (("proxy", proxies, self._proxies), ("audit", audits, self._audits)):
-            for name, get in fields:
-                value = get(obj)
-                if type(value) is not float or not isfinite(value):  # the usual case first
-                    try:
-                        value = _metric(value)
-                    except ValueError:
-                        return Rejection("bad_metric", name)
-                if value is not None:
-                    target[name] = value
-                else:
-                    self.presence.count(kind, name)
+        proxies = self._metrics(obj, self._proxies)
+        if isinstance(proxies, str):
+            return Rejection("bad_metric", proxies)
+        audits = self._metrics(obj, self._audits)
+        if isinstance(audits, str):
+            return Rejection("bad_metric", audits)
         problems = self._compute(obj, proxies) if self.computers else ()
         if not proxies and not audits:
             return Rejection("no_metrics", problems=problems)
         return Record(rid, ts, segment, proxies, audits, obj, problems)
+
+    def _metrics(self, obj: dict[str, Any], fields: list[MetricField]) -> dict[str, float] | str:
+        """The values of ``fields`` present in ``obj``, absent ones counted; the name of the first
+        that is not a finite number instead (the record is rejected)."""
+        values: dict[str, float] = {}
+        absent = self.presence.absent
+        for name, get, key in fields:
+            value = get(obj)
+            if type(value) is float:  # the usual cases first
+                if not isfinite(value):
+                    return name
+            elif value is None:
+                absent[key] += 1
+                continue
+            else:
+                try:
+                    value = _metric(value)
+                except ValueError:
+                    return name
+                assert value is not None
+            values[name] = value
+        return values
 
     def _compute(self, obj: dict[str, Any], proxies: dict[str, float]) -> tuple[tuple[str, str], ...]:
         """Add the computed proxies; a failure leaves that proxy out and is reported, never raised.
