@@ -141,14 +141,23 @@ def field_getter(path: str) -> Getter:
     return get
 
 
-_DECODE = json.JSONDecoder().decode
+_DECODER = json.JSONDecoder()
+_DECODE = _DECODER.decode
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def decode_line(raw: bytes) -> Any:
     """``json.loads(raw)``, skipping its encoding detection for the usual line: an ASCII first byte
-    and a second that is not NUL rule out every BOM, UTF-16 and UTF-32 (``json.detect_encoding``)."""
+    and a second that is not NUL rule out every BOM, UTF-16 and UTF-32 (``json.detect_encoding``).
+    A line that is one object from its first byte to its last is scanned directly (``decode`` would
+    first look for whitespace at both ends); anything else takes ``decode``'s own way."""
     if len(raw) > 1 and 0 < raw[0] < 0x80 and raw[1]:
-        return _DECODE(raw.decode("utf-8", "surrogatepass"))
+        text = raw.decode("utf-8", "surrogatepass")
+        if raw[0] == 0x7B:  # "{"
+            obj, end = _SCAN(text, 0)  # a malformed object raises JSONDecodeError, as decode does
+            if end == len(text):
+                return obj
+        return _DECODE(text)
     return json.loads(raw)
 
 

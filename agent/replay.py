@@ -35,7 +35,7 @@ from prometheus_client import generate_latest
 from agent.bank import Event
 from agent.clock import VirtualClock
 from agent.config import Config, ConfigError
-from agent.ingest import freeze_startup_heap
+from agent.ingest import tune_collector
 from agent.records import Record, Rejection
 from agent.scheduler import Jobs, VirtualScheduler
 from agent.sources.base import Batch
@@ -144,7 +144,7 @@ def _run(wired: Wired, scheduler: VirtualScheduler, progress: _Progress) -> None
     assert isinstance(source, JsonlSource)
     max_items = wired.config.source.max_batch_records if wired.config.source else 5000
     records = 0
-    freeze_startup_heap()
+    tune_collector()
     while True:
         batch = source.read(max_items)
         if not batch.items and not batch.too_large and batch.offset is None:

@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from agent.store.database import OutputRow, PairRow
 
 #: ids per ``IN (...)`` query, well under SQLite's variable limit
 CHUNK = 500
+#: rows per multi-row ``INSERT``: one statement for many rows costs far less than one per row
+#: (``executemany`` binds and steps a statement per row); 100 rows of 9 values stay under every
+#: SQLite's variable limit
+ROWS_PER_INSERT = 100
 
 
 @dataclass
@@ -31,10 +36,11 @@ class EarlyLabel:
     expires_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutputJoin:
     """What storing one output did: ``output`` is set when it is new; ``joined`` are the audit values
-    joined now (from the record itself or an early label); ``duplicate`` when it changed nothing."""
+    joined now (from the record itself or an early label); ``duplicate`` when it changed nothing.
+    (One per record, so plain slots: a frozen dataclass costs a call per field to make.)"""
 
     output: OutputRow | None
     joined: dict[str, float] = field(default_factory=dict)
@@ -43,7 +49,7 @@ class OutputJoin:
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LabelJoin:
     """What storing one label did: joined to its output (``segment`` is the output's), kept waiting
     for an output not seen yet, or a duplicate of values already joined."""
@@ -54,28 +60,45 @@ class LabelJoin:
     segment: str | None = None
 
 
-_KEYS: dict[str, str] = {}
+#: a ``%`` template per tuple of sorted names: ``{"a": %r, "b": %r}``
+_TEMPLATES: dict[tuple[str, ...], str] = {}
 
 
-def encode_metrics(values: dict[str, float]) -> str:
-    """``json.dumps(values, sort_keys=True)``, byte for byte, without the encoder's per-call cost
-    (names are encoded once; finite floats are written as ``repr``, as json does)."""
-    parts = []
-    for name in sorted(values):
-        value = values[name]
+def encode_sorted(values: dict[str, float]) -> str:
+    """``json.dumps(values, sort_keys=True)`` of a dict whose names are already in order, byte for
+    byte, without the encoder's per-call cost: a template per set of names, filled with the values'
+    ``repr`` (what json writes for a finite float)."""
+    names = tuple(values)
+    template = _TEMPLATES.get(names)
+    if template is None:
+        if len(_TEMPLATES) > 1000:  # names are configured; a bound all the same
+            _TEMPLATES.clear()
+        template = _TEMPLATES[names] = "{" + ", ".join(
+            json.dumps(name).replace("%", "%%") + ": %r" for name in names) + "}"
+    numbers = tuple(values.values())
+    for value in numbers:
         if type(value) is not float or not math.isfinite(value):
             return json.dumps(values, sort_keys=True)
-        key = _KEYS.get(name)
-        if key is None:
-            key = _KEYS[name] = json.dumps(name)
-        parts.append(f"{key}: {value!r}")
-    return "{" + ", ".join(parts) + "}"
+    return template % numbers
 
 
 def _chunks(ids: list[str]) -> Iterable[tuple[list[str], str]]:
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         yield chunk, ",".join("?" * len(chunk))
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: Sequence[Sequence[object]]) -> None:
+    """``{head} VALUES (?, ...)`` for every row, in order, :data:`ROWS_PER_INSERT` rows a statement;
+    the rows short of a whole statement one by one (two SQL texts only, each prepared once)."""
+    one = "(" + ",".join("?" * width) + ")"
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    if whole:
+        conn.executemany(f"{head} VALUES {','.join([one] * ROWS_PER_INSERT)}",
+                         [list(chain.from_iterable(rows[start:start + ROWS_PER_INSERT]))
+                          for start in range(0, whole, ROWS_PER_INSERT)])
+    if whole < len(rows):
+        conn.executemany(f"{head} VALUES {one}", rows[whole:])
 
 
 def next_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -131,10 +154,11 @@ class JoinBatch:
         seq = self._next_output
         self._next_output += 1
         # as the detect step would read it back: numbers as stored, names in order
-        output = self.outputs[rid] = OutputRow(seq, rid, float(ts), segment, dict(sorted(proxies.items())))
+        ordered = dict(sorted(proxies.items()))
+        output = self.outputs[rid] = OutputRow(seq, rid, float(ts), segment, ordered)
         self._new_index[rid] = len(self._output_rows)
         self.new_outputs.append(output)
-        self._output_rows.append([seq, rid, ts, segment, encode_metrics(proxies), 0, expires_at])
+        self._output_rows.append([seq, rid, ts, segment, encode_sorted(ordered), 0, expires_at])
         early = self.early.pop(rid, None)
         weight = 1.0
         if early is not None:
@@ -186,14 +210,13 @@ class JoinBatch:
         """Write what the batch decided, one statement per table (the caller's transaction commits it)."""
         conn = self.conn
         if self._output_rows:
-            conn.executemany("INSERT INTO outputs(seq, id, ts, segment, proxies, labelled, expires_at)"
-                             " VALUES (?,?,?,?,?,?,?)", self._output_rows)
+            insert_rows(conn, "INSERT INTO outputs(seq, id, ts, segment, proxies, labelled, expires_at)", 7,
+                        self._output_rows)
         if self._labelled:
             conn.executemany("UPDATE outputs SET labelled = 1 WHERE id = ?", [(i,) for i in sorted(self._labelled)])
         if self.new_pairs:
-            conn.executemany(
-                "INSERT INTO pairs(seq, id, proxy, audit, segment, ts, proxy_value, audit_value, weight)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", self._pair_rows)
+            insert_rows(conn, "INSERT INTO pairs(seq, id, proxy, audit, segment, ts, proxy_value, audit_value,"
+                        " weight)", 9, self._pair_rows)
         waiting = [rid for rid in sorted(self._early_changed) if rid in self.early]
         gone = [(rid,) for rid in sorted(self._early_changed) if rid not in self.early]
         if waiting:

@@ -9,8 +9,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DB_FILENAME = "goodhart.db"
 
@@ -151,8 +151,11 @@ MIGRATIONS: list[str] = [
 ]
 
 
-@dataclass(frozen=True)
-class OutputRow:
+class OutputRow(NamedTuple):
+    """A stored output. Rows are named tuples (immutable, as cheap to make as a tuple): ingest makes
+    one per output and keeps it for the detect step (agent/store/feed.py), and a tuple of numbers
+    and strings drops out of the garbage collector's walks once it has survived one."""
+
     seq: int
     id: str
     ts: float
@@ -160,8 +163,9 @@ class OutputRow:
     proxies: dict[str, float]
 
 
-@dataclass(frozen=True)
-class PairRow:
+class PairRow(NamedTuple):
+    """A stored audited output (a named tuple, like :class:`OutputRow`)."""
+
     seq: int
     proxy: str
     audit: str
