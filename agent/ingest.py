@@ -91,10 +91,10 @@ class Ingester:
         self.output_hooks: list[OutputHook] = []
         self.excerpt: Excerpt | None = None  # set when evidence.keep_text is on
         self.last_record_ts: dict[str, float] = {}
-        # a batch's values per window-means key, added once it is stored; and each (kind, name,
-        # segment)'s lists among them (its ``*`` key's and its segment's)
+        # a batch's values per window-means key, added once it is stored; and by (kind, segment)
+        # and name, the lists among them a value goes to (its ``*`` key's and its segment's)
         self._values: dict[tuple[str, ...], list[float]] = {}
-        self._series: dict[tuple[str, str, str | None], tuple[list[float], ...]] = {}
+        self._series: dict[tuple[str, str | None], dict[str, tuple[list[float], list[float] | None]]] = {}
 
     def parse(self, item: bytes | dict[str, Any]) -> Record | Rejection:
         return self.parser.parse_decoded(item) if isinstance(item, dict) else self.parser.parse_line(item)
@@ -165,17 +165,25 @@ class Ingester:
 
     def _add_means(self, kind: str, segment: str | None, values: dict[str, float]) -> None:
         """A record's values for the window means: each under ``*`` and under its segment."""
-        series = self._series
+        if not values:
+            return
+        lists = self._series.get((kind, segment))
+        if lists is None:
+            lists = self._series[(kind, segment)] = {}
         for name, value in values.items():
-            lists = series.get((kind, name, segment))
-            if lists is None:
-                lists = series[(kind, name, segment)] = self._lists(kind, name, segment)
-            for target in lists:
-                target.append(value)
+            targets = lists.get(name)
+            if targets is None:
+                targets = lists[name] = self._lists(kind, name, segment)
+            whole, part = targets
+            whole.append(value)
+            if part is not None:
+                part.append(value)
 
-    def _lists(self, kind: str, name: str, segment: str | None) -> tuple[list[float], ...]:
-        keys = [(kind, name, ALL)] if segment is None else [(kind, name, ALL), (kind, name, segment)]
-        return tuple(self._values.setdefault(key, []) for key in keys)
+    def _lists(self, kind: str, name: str, segment: str | None) -> tuple[list[float], list[float] | None]:
+        """The batch's value lists of ``name`` under ``*`` and under ``segment`` (None without one)."""
+        values = self._values
+        whole = values.setdefault((kind, name, ALL), [])
+        return whole, None if segment is None else values.setdefault((kind, name, segment), [])
 
     def add_audit_means(self, segment: str | None, audits: dict[str, float], now: float) -> None:
         """An audit joined outside a batch (a judge's or grader's score)."""

@@ -80,8 +80,10 @@ def drain(stream: Path, ends: list[int], tmp: Path, every: float, timeline: bool
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     with open(state / "agent.log", "wb") as log:
+        # run from the state directory: ``-m`` puts the working directory first on sys.path, where a
+        # checkout's own ``agent`` would shadow the one on ``pythonpath`` (--compare timed this one twice)
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(state / "config.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=log, env=env)
+                                stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=state)
     try:
         first = last_change = None
         gap = 0.0
