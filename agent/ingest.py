@@ -106,7 +106,9 @@ class Ingester:
         The whole batch is parsed first, so that what the store already holds for its ids is read
         with a few queries (:meth:`Store.join_batch`), the join is decided in memory record by
         record, and the new rows are written with one statement per table at the end."""
-        parsed_items = [item if isinstance(item, Record | Rejection) else self.parse(item) for item in items]
+        parse_line = self.parser.parse_line
+        parsed_items = [parse_line(item) if type(item) is bytes  # a line: the usual item
+                        else item if isinstance(item, Record | Rejection) else self.parse(item) for item in items]
         if not parsed_items:
             return
         tally.count("records_total", len(parsed_items), source=source)

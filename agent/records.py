@@ -188,10 +188,14 @@ class FieldPresence:
     def record_done(self) -> None:
         self.records += 1
         if self.records == self.check_after:
-            for kind, name, key in self.fields:
-                if self.absent[(kind, name)] == self.records:
-                    log.warning("configured field absent from every record so far: check its path",
-                                extra={"fields": {"key": key, "records": self.records, kind: name}})
+            self.check()
+
+    def check(self) -> None:
+        """Log each field absent from every record so far (once, after :attr:`check_after` records)."""
+        for kind, name, key in self.fields:
+            if self.absent[(kind, name)] == self.records:
+                log.warning("configured field absent from every record so far: check its path",
+                            extra={"fields": {"key": key, "records": self.records, kind: name}})
 
 
 def _forwarded_values(obj: dict[str, Any]) -> dict[str, float]:
@@ -270,7 +274,10 @@ class RecordParser:
         try:
             return self._parse_fields(obj, rid)
         finally:
-            self.presence.record_done()
+            presence = self.presence
+            presence.records += 1
+            if presence.records == presence.check_after:
+                presence.check()
 
     def _parse_fields(self, obj: dict[str, Any], rid: str) -> Record | Rejection:
         ts_value = self._ts(obj)

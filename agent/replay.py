@@ -112,7 +112,7 @@ def replay(config: Config, input_path: str | Path, events_out: IO[str],
     if not path.is_file():
         raise FileNotFoundError(2, "no such file", str(path))
     with _state_dir(state_dir) as directory:
-        store = Store(directory)
+        store = Store(directory, durable=False)  # a new store that acknowledges nothing: no syncs
         clock = VirtualClock()
         scheduler = VirtualScheduler(Jobs(reraise=True), clock)
         wired = wire(config, store, clock, scheduler, lambda _ingest: JsonlSource(

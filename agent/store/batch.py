@@ -20,8 +20,8 @@ from itertools import chain
 
 from agent.store.database import OutputRow, PairRow
 
-#: ids per ``IN (...)`` query, well under SQLite's variable limit
-CHUNK = 500
+#: ids per ``IN (...)`` query, well under SQLite's variable limit (a power of two, see :func:`_chunks`)
+CHUNK = 512
 #: rows per multi-row ``INSERT``: one statement for many rows costs far less than one per row
 #: (``executemany`` binds and steps a statement per row); 100 rows of 9 values stay under every
 #: SQLite's variable limit
@@ -83,9 +83,15 @@ def encode_sorted(values: dict[str, float]) -> str:
 
 
 def _chunks(ids: list[str]) -> Iterable[tuple[list[str], str]]:
+    """The ids in chunks of at most :data:`CHUNK`, each padded to a power of two by repeating its
+    last id (``IN`` answers the same): a few SQL texts only, so every query stays prepared in the
+    connection's statement cache, where one text per batch size (replay's batches are cut at each
+    detect step) pushed them out."""
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += chunk[-1:] * (size - len(chunk))
+        yield chunk, ",".join("?" * size)
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: Sequence[Sequence[object]]) -> None:
@@ -184,18 +190,19 @@ class JoinBatch:
         """Join an output with audit values: one pair per (proxy, audit); the first value wins."""
         keys = self.pair_keys
         inserted = 0
+        rid, segment, ts, weight_ = output.id, output.segment, float(output.ts), float(weight)
         for audit, audit_value in sorted(audits.items()):
             for proxy, proxy_value in sorted(output.proxies.items()):
-                key = (output.id, proxy, audit)
+                key = (rid, proxy, audit)
                 if key in keys:
                     continue
                 keys.add(key)
                 seq = self._next_pair
-                self.new_pairs.append(PairRow(seq, proxy, audit, output.segment, float(output.ts),
-                                              float(proxy_value), float(audit_value), float(weight)))
-                self._pair_rows.append((seq, output.id, proxy, audit, output.segment, output.ts,
-                                        proxy_value, audit_value, weight))
-                self._next_pair += 1
+                self.new_pairs.append(PairRow(seq, proxy, audit, segment, ts, float(proxy_value),
+                                              float(audit_value), weight_))
+                self._pair_rows.append((seq, rid, proxy, audit, segment, output.ts, proxy_value, audit_value,
+                                        weight))
+                self._next_pair = seq + 1
                 inserted += 1
         if inserted:
             index = self._new_index.get(output.id)
