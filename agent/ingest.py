@@ -27,6 +27,7 @@ Excerpt = Callable[[Record], tuple[str | None, str | None]]
 
 #: allocations between two young-generation collections (CPython's default: 700)
 GC_YOUNG_THRESHOLD = 50_000
+_frozen = False  # start-up's heap frozen out of collections (once a process)
 
 
 def tune_collector() -> None:
@@ -39,10 +40,14 @@ def tune_collector() -> None:
     included; about a fifth of ingest's CPU time on a backlog. Now what start-up built is frozen
     out of collections (after one collection, so its garbage is freed, not kept), and young
     collections run every :data:`GC_YOUNG_THRESHOLD` allocations. Memory is still reclaimed by
-    reference counting as before; only cyclic garbage waits a little longer.
+    reference counting as before; only cyclic garbage waits a little longer. Frozen once a process:
+    an agent built later in the same process (a test's, never-down mode's next one) stays collectable.
     """
-    gc.collect()
-    gc.freeze()
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
