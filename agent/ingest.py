@@ -26,7 +26,7 @@ Excerpt = Callable[[Record], tuple[str | None, str | None]]
 
 
 #: allocations between two young-generation collections (CPython's default: 700)
-GC_YOUNG_THRESHOLD = 50_000
+GC_YOUNG_THRESHOLD = 100_000
 _frozen = False  # start-up's heap frozen out of collections (once a process)
 
 

@@ -15,8 +15,9 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain
+from typing import NamedTuple
 
 from agent.store.database import OutputRow, PairRow
 
@@ -36,21 +37,19 @@ class EarlyLabel:
     expires_at: float
 
 
-@dataclass(slots=True)
-class OutputJoin:
+class OutputJoin(NamedTuple):
     """What storing one output did: ``output`` is set when it is new; ``joined`` are the audit values
     joined now (from the record itself or an early label); ``duplicate`` when it changed nothing.
-    (One per record, so plain slots: a frozen dataclass costs a call per field to make.)"""
+    (One per record: a named tuple costs a fraction of a dataclass to make.)"""
 
     output: OutputRow | None
-    joined: dict[str, float] = field(default_factory=dict)
+    joined: dict[str, float]
     segment: str | None = None
     early_label: bool = False
     duplicate: bool = False
 
 
-@dataclass(slots=True)
-class LabelJoin:
+class LabelJoin(NamedTuple):
     """What storing one label did: joined to its output (``segment`` is the output's), kept waiting
     for an output not seen yet, or a duplicate of values already joined."""
 
@@ -155,7 +154,7 @@ class JoinBatch:
         if rid in self.seen or rid in self.outputs:
             known = self.outputs.get(rid)
             if known is None or not audits or not self.pairs(known, audits, 1.0):
-                return OutputJoin(None, duplicate=True)
+                return OutputJoin(None, {}, duplicate=True)
             return OutputJoin(None, dict(audits), known.segment)
         seq = self._next_output
         self._next_output += 1
