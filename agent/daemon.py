@@ -30,6 +30,7 @@ from agent.http.media import JSON_TYPES, media_type
 from agent.http.routes import add_standard_routes
 from agent.http.server import HttpServer, Request, Response
 from agent.http.wire import ServerLimits
+from agent.ingest import tune_collector
 from agent.pipeline import Pipeline
 from agent.report.routes import add_report_routes
 from agent.scheduler import Jobs, LiveScheduler
@@ -230,6 +231,7 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
+        tune_collector()
         self.server.start()
         for source in self.sources:
             source.start()

@@ -35,6 +35,7 @@ from prometheus_client import generate_latest
 from agent.bank import Event
 from agent.clock import VirtualClock
 from agent.config import Config, ConfigError
+from agent.ingest import tune_collector
 from agent.records import Record, Rejection
 from agent.scheduler import Jobs, VirtualScheduler
 from agent.sources.base import Batch
@@ -111,7 +112,7 @@ def replay(config: Config, input_path: str | Path, events_out: IO[str],
     if not path.is_file():
         raise FileNotFoundError(2, "no such file", str(path))
     with _state_dir(state_dir) as directory:
-        store = Store(directory)
+        store = Store(directory, durable=False)  # a new store that acknowledges nothing: no syncs
         clock = VirtualClock()
         scheduler = VirtualScheduler(Jobs(reraise=True), clock)
         wired = wire(config, store, clock, scheduler, lambda _ingest: JsonlSource(
@@ -143,6 +144,7 @@ def _run(wired: Wired, scheduler: VirtualScheduler, progress: _Progress) -> None
     assert isinstance(source, JsonlSource)
     max_items = wired.config.source.max_batch_records if wired.config.source else 5000
     records = 0
+    tune_collector()
     while True:
         batch = source.read(max_items)
         if not batch.items and not batch.too_large and batch.offset is None:

@@ -80,8 +80,10 @@ def drain(stream: Path, ends: list[int], tmp: Path, every: float, timeline: bool
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     with open(state / "agent.log", "wb") as log:
+        # run from the state directory: ``-m`` puts the working directory first on sys.path, where a
+        # checkout's own ``agent`` would shadow the one on ``pythonpath`` (--compare timed this one twice)
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(state / "config.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=log, env=env)
+                                stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=state)
     try:
         first = last_change = None
         gap = 0.0
@@ -117,9 +119,11 @@ def drain(stream: Path, ends: list[int], tmp: Path, every: float, timeline: bool
 
 def in_process(stream: Path, tmp: Path) -> tuple[float, float]:
     """CPU-seconds of ``Pipeline.ingest`` over the whole file, then of one detect step over it, in
-    this process (no scheduler, no HTTP): the ingest path's own cost."""
+    this process (no scheduler, no HTTP, the garbage collector set as the daemon sets it): the
+    ingest path's own cost."""
     from agent.clock import WallClock
     from agent.config import config_from_mapping
+    from agent.ingest import tune_collector
     from agent.pipeline import Pipeline
     from agent.sources.jsonl import JsonlSource
     from agent.store import Store
@@ -130,6 +134,7 @@ def in_process(stream: Path, tmp: Path) -> tuple[float, float]:
     store = Store(state)
     pipeline = Pipeline(config, store, WallClock())
     source = JsonlSource(stream, config.limits.max_record_bytes, None, "beginning")
+    tune_collector()  # as `run` and `replay` do once built
     started = time.process_time()
     pipeline.ingest(source)
     ingest = time.process_time() - started

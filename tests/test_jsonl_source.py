@@ -256,3 +256,20 @@ def test_a_batch_that_fills_up_mid_chunk_loses_nothing(tmp_path: Path) -> None:
         seen.extend(i for i in batch.items if isinstance(i, bytes))
         source.commit(batch.offset)
     assert seen == [b'{"id":"%d"}' % i for i in range(30000)]
+
+
+def test_blank_lines_do_not_count_towards_a_batch_and_its_offset_ends_after_its_last_line(tmp_path: Path) -> None:
+    """A chunk is split in one go: blank and whitespace-only lines are skipped without taking a
+    batch's room, a batch ends right after its last line, and an over-long line in a chunk falls
+    back to reading line by line, counted once."""
+    path = tmp_path / "mixed.jsonl"
+    lines = [b"a", b"", b"  \t", b"b", b"c", b"", b"d", b"x" * 300, b"e", b"\r", b"f"]
+    path.write_bytes(b"\n".join(lines) + b"\ng-partial")
+    source = JsonlSource(path, 100)
+    batches = []
+    while (batch := source.read(2)).items or batch.too_large or batch.offset is not None:
+        batches.append((batch.items, batch.too_large))
+        source.commit(batch.offset)
+    assert batches == [([b"a", b"b"], 0), ([b"c", b"d"], 0), ([b"e", b"f"], 1)]
+    assert source.position == len(b"\n".join(lines) + b"\n")  # the partial last line waits
+    source.close()

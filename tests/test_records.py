@@ -104,3 +104,24 @@ def test_a_field_path_absent_from_every_record_is_counted_and_logged_once_with_i
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once, for the one field never present; not for the audit present in half
     assert warnings[0].fields["key"] == "proxies.0.field: proxy.thumbsup"  # type: ignore[attr-defined]
+
+
+LABEL = b'{"id": "a", "audit": {"resolved": 1}}'
+
+
+@pytest.mark.parametrize("line", [LABEL, LABEL + b" \r", b" \t" + LABEL, LABEL + b"x", b'{"id": "a"}{"id": "b"}',
+                                  LABEL[:-2], b'{"id": "\\ud800"}'])
+def test_a_line_decodes_as_json_loads_decodes_it(line: bytes) -> None:
+    """Lines that are one object from first to last byte are scanned directly; whitespace around it,
+    trailing garbage and broken objects go the usual way, with the same outcome."""
+    from agent.records import decode_line
+
+    try:
+        expected: object = json.loads(line)
+    except ValueError as err:
+        expected = type(err)
+    try:
+        got: object = decode_line(line)
+    except ValueError as err:
+        got = type(err)
+    assert got == expected

@@ -143,3 +143,34 @@ def test_a_rolled_back_batch_leaves_no_rows_in_memory_and_numbering_goes_on_as_s
     store.conn.execute("DELETE FROM outputs")  # AUTOINCREMENT never reuses a number, nor does a batch
     assert store.insert_output("c", 3.0, None, {"p": 1.0}, 100.0) == OutputRow(2, "c", 3.0, None, {"p": 1.0})
     assert store.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outputs'").fetchone()[0] == 2
+
+
+def test_a_large_batch_stores_the_same_rows_as_records_stored_one_at_a_time() -> None:
+    """Outputs and audited outputs are written many rows to a statement: a batch of 250 outputs
+    (two whole statements and a remainder) and their labels leaves exactly the rows, numbers and
+    stored metrics that storing each record on its own leaves."""
+    def store_records(store: Store, numbers: list[int]) -> None:
+        batch = store.join_batch([f"o{n - n % 3}" for n in numbers])
+        for n in numbers:
+            rid = f"o{n - n % 3}"  # n % 3 == 2: a label for the output two records before
+            if n % 3 == 2:
+                batch.label(rid, 10.0 + n, {"resolved": float(n % 2)}, 1.0, 900.0)
+            elif n % 3 == 0:
+                batch.output(rid, 1.0 + n, ["s", None][n % 2], {"q": n / 7, "p": 1.0},
+                             {"csat": 0.1} if n % 5 == 0 else {}, 900.0)
+            else:  # an early label for the next output
+                batch.label(f"o{n + 2}", 5.0 + n, {"csat": n / 3}, 0.5, 900.0)
+        store.flush_batch(batch)
+
+    numbers = list(range(750))
+    together, alone = Store(":memory:"), Store(":memory:")
+    with together.transaction():
+        store_records(together, numbers)
+    for n in numbers:
+        with alone.transaction():
+            store_records(alone, [n])
+    for table in ("outputs", "pairs", "early_labels"):
+        rows = [store.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() for store in (together, alone)]
+        assert rows[0] == rows[1]
+    assert len(together.conn.execute("SELECT * FROM outputs").fetchall()) == 250
+    assert len(together.conn.execute("SELECT * FROM pairs").fetchall()) > 500

@@ -262,19 +262,9 @@ class JsonlSource(Source):
             if not chunk:
                 break
             data += chunk
-            start = 0
-            while len(batch.items) < max_items:
-                newline = data.find(b"\n", start)
-                if newline < 0:
-                    break
-                line = data[start:newline]
-                start = newline + 1
-                if skipping:
-                    skipping = False  # the end of an over-long line, already counted
-                elif len(line) > self.max_line_bytes:
-                    batch.too_large += 1
-                elif line.strip():
-                    batch.items.append(line)
+            start = -1 if skipping else self._whole_lines(data, batch, max_items)
+            if start < 0:  # inside an over-long line, or one in this chunk: line by line
+                start, skipping = self._each_line(data, batch, max_items, skipping)
             base += start
             if len(batch.items) >= max_items:
                 break  # the batch is full: the rest of the chunk is read again next time
@@ -292,6 +282,39 @@ class JsonlSource(Source):
                 self._fp = _fingerprint(handle, self._fp_len)
             batch.offset = self._position(base, skipping, _tail_fingerprint(handle, base))
         return batch
+
+    def _whole_lines(self, data: bytes, batch: Batch, max_items: int) -> int:
+        """The usual chunk, split once: its complete lines into the batch (blank ones skipped) up
+        to ``max_items`` items; the bytes consumed, or -1 when a line is too long (see :meth:`_each_line`)."""
+        lines = data.split(b"\n")
+        del lines[-1]  # what follows the last newline: an incomplete line, or nothing
+        if not lines or max(map(len, lines)) > self.max_line_bytes:
+            return -1 if lines else 0
+        items = batch.items
+        consumed = taken = 0
+        while taken < len(lines) and len(items) < max_items:
+            part = lines[taken:taken + max_items - len(items)]
+            items.extend([line for line in part if line.strip()])
+            consumed += sum(map(len, part)) + len(part)
+            taken += len(part)
+        return consumed
+
+    def _each_line(self, data: bytes, batch: Batch, max_items: int, skipping: bool) -> tuple[int, bool]:
+        """Line by line: the end of an over-long line is dropped, an over-long line counted."""
+        start = 0
+        while len(batch.items) < max_items:
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                break
+            line = data[start:newline]
+            start = newline + 1
+            if skipping:
+                skipping = False  # the end of an over-long line, already counted
+            elif len(line) > self.max_line_bytes:
+                batch.too_large += 1
+            elif line.strip():
+                batch.items.append(line)
+        return start, skipping
 
     def read_tail(self) -> Batch:
         """The unterminated last line, as one item, once the writer is known to be done.

@@ -14,13 +14,19 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import NamedTuple
 
 from agent.store.database import OutputRow, PairRow
 
-#: ids per ``IN (...)`` query, well under SQLite's variable limit
-CHUNK = 500
+#: ids per ``IN (...)`` query, well under SQLite's variable limit (a power of two, see :func:`_chunks`)
+CHUNK = 512
+#: rows per multi-row ``INSERT``: one statement for many rows costs far less than one per row
+#: (``executemany`` binds and steps a statement per row); 100 rows of 9 values stay under every
+#: SQLite's variable limit
+ROWS_PER_INSERT = 100
 
 
 @dataclass
@@ -31,20 +37,19 @@ class EarlyLabel:
     expires_at: float
 
 
-@dataclass(frozen=True)
-class OutputJoin:
+class OutputJoin(NamedTuple):
     """What storing one output did: ``output`` is set when it is new; ``joined`` are the audit values
-    joined now (from the record itself or an early label); ``duplicate`` when it changed nothing."""
+    joined now (from the record itself or an early label); ``duplicate`` when it changed nothing.
+    (One per record: a named tuple costs a fraction of a dataclass to make.)"""
 
     output: OutputRow | None
-    joined: dict[str, float] = field(default_factory=dict)
+    joined: dict[str, float]
     segment: str | None = None
     early_label: bool = False
     duplicate: bool = False
 
 
-@dataclass(frozen=True)
-class LabelJoin:
+class LabelJoin(NamedTuple):
     """What storing one label did: joined to its output (``segment`` is the output's), kept waiting
     for an output not seen yet, or a duplicate of values already joined."""
 
@@ -54,28 +59,51 @@ class LabelJoin:
     segment: str | None = None
 
 
-_KEYS: dict[str, str] = {}
+#: a ``%`` template per tuple of sorted names: ``{"a": %r, "b": %r}``
+_TEMPLATES: dict[tuple[str, ...], str] = {}
 
 
-def encode_metrics(values: dict[str, float]) -> str:
-    """``json.dumps(values, sort_keys=True)``, byte for byte, without the encoder's per-call cost
-    (names are encoded once; finite floats are written as ``repr``, as json does)."""
-    parts = []
-    for name in sorted(values):
-        value = values[name]
+def encode_sorted(values: dict[str, float]) -> str:
+    """``json.dumps(values, sort_keys=True)`` of a dict whose names are already in order, byte for
+    byte, without the encoder's per-call cost: a template per set of names, filled with the values'
+    ``repr`` (what json writes for a finite float)."""
+    names = tuple(values)
+    template = _TEMPLATES.get(names)
+    if template is None:
+        if len(_TEMPLATES) > 1000:  # names are configured; a bound all the same
+            _TEMPLATES.clear()
+        template = _TEMPLATES[names] = "{" + ", ".join(
+            json.dumps(name).replace("%", "%%") + ": %r" for name in names) + "}"
+    numbers = tuple(values.values())
+    for value in numbers:
         if type(value) is not float or not math.isfinite(value):
             return json.dumps(values, sort_keys=True)
-        key = _KEYS.get(name)
-        if key is None:
-            key = _KEYS[name] = json.dumps(name)
-        parts.append(f"{key}: {value!r}")
-    return "{" + ", ".join(parts) + "}"
+    return template % numbers
 
 
 def _chunks(ids: list[str]) -> Iterable[tuple[list[str], str]]:
+    """The ids in chunks of at most :data:`CHUNK`, each padded to a power of two by repeating its
+    last id (``IN`` answers the same): a few SQL texts only, so every query stays prepared in the
+    connection's statement cache, where one text per batch size (replay's batches are cut at each
+    detect step) pushed them out."""
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += chunk[-1:] * (size - len(chunk))
+        yield chunk, ",".join("?" * size)
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, width: int, rows: Sequence[Sequence[object]]) -> None:
+    """``{head} VALUES (?, ...)`` for every row, in order, :data:`ROWS_PER_INSERT` rows a statement;
+    the rows short of a whole statement one by one (two SQL texts only, each prepared once)."""
+    one = "(" + ",".join("?" * width) + ")"
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    if whole:
+        conn.executemany(f"{head} VALUES {','.join([one] * ROWS_PER_INSERT)}",
+                         [list(chain.from_iterable(rows[start:start + ROWS_PER_INSERT]))
+                          for start in range(0, whole, ROWS_PER_INSERT)])
+    if whole < len(rows):
+        conn.executemany(f"{head} VALUES {one}", rows[whole:])
 
 
 def next_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -126,15 +154,16 @@ class JoinBatch:
         if rid in self.seen or rid in self.outputs:
             known = self.outputs.get(rid)
             if known is None or not audits or not self.pairs(known, audits, 1.0):
-                return OutputJoin(None, duplicate=True)
+                return OutputJoin(None, {}, duplicate=True)
             return OutputJoin(None, dict(audits), known.segment)
         seq = self._next_output
         self._next_output += 1
         # as the detect step would read it back: numbers as stored, names in order
-        output = self.outputs[rid] = OutputRow(seq, rid, float(ts), segment, dict(sorted(proxies.items())))
+        ordered = dict(sorted(proxies.items()))
+        output = self.outputs[rid] = OutputRow(seq, rid, float(ts), segment, ordered)
         self._new_index[rid] = len(self._output_rows)
         self.new_outputs.append(output)
-        self._output_rows.append([seq, rid, ts, segment, encode_metrics(proxies), 0, expires_at])
+        self._output_rows.append([seq, rid, ts, segment, encode_sorted(ordered), 0, expires_at])
         early = self.early.pop(rid, None)
         weight = 1.0
         if early is not None:
@@ -160,18 +189,19 @@ class JoinBatch:
         """Join an output with audit values: one pair per (proxy, audit); the first value wins."""
         keys = self.pair_keys
         inserted = 0
+        rid, segment, ts, weight_ = output.id, output.segment, float(output.ts), float(weight)
         for audit, audit_value in sorted(audits.items()):
             for proxy, proxy_value in sorted(output.proxies.items()):
-                key = (output.id, proxy, audit)
+                key = (rid, proxy, audit)
                 if key in keys:
                     continue
                 keys.add(key)
                 seq = self._next_pair
-                self.new_pairs.append(PairRow(seq, proxy, audit, output.segment, float(output.ts),
-                                              float(proxy_value), float(audit_value), float(weight)))
-                self._pair_rows.append((seq, output.id, proxy, audit, output.segment, output.ts,
-                                        proxy_value, audit_value, weight))
-                self._next_pair += 1
+                self.new_pairs.append(PairRow(seq, proxy, audit, segment, ts, float(proxy_value),
+                                              float(audit_value), weight_))
+                self._pair_rows.append((seq, rid, proxy, audit, segment, output.ts, proxy_value, audit_value,
+                                        weight))
+                self._next_pair = seq + 1
                 inserted += 1
         if inserted:
             index = self._new_index.get(output.id)
@@ -186,14 +216,13 @@ class JoinBatch:
         """Write what the batch decided, one statement per table (the caller's transaction commits it)."""
         conn = self.conn
         if self._output_rows:
-            conn.executemany("INSERT INTO outputs(seq, id, ts, segment, proxies, labelled, expires_at)"
-                             " VALUES (?,?,?,?,?,?,?)", self._output_rows)
+            insert_rows(conn, "INSERT INTO outputs(seq, id, ts, segment, proxies, labelled, expires_at)", 7,
+                        self._output_rows)
         if self._labelled:
             conn.executemany("UPDATE outputs SET labelled = 1 WHERE id = ?", [(i,) for i in sorted(self._labelled)])
         if self.new_pairs:
-            conn.executemany(
-                "INSERT INTO pairs(seq, id, proxy, audit, segment, ts, proxy_value, audit_value, weight)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", self._pair_rows)
+            insert_rows(conn, "INSERT INTO pairs(seq, id, proxy, audit, segment, ts, proxy_value, audit_value,"
+                        " weight)", 9, self._pair_rows)
         waiting = [rid for rid in sorted(self._early_changed) if rid in self.early]
         gone = [(rid,) for rid in sorted(self._early_changed) if rid not in self.early]
         if waiting:
