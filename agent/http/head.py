@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: header lines per request, as ``http.client`` allows
+#: header lines per request counting the blank line that ends them, as ``http.client`` counts (99 fields)
 MAX_HEADERS = 100
 #: a field name (RFC 9110 token): no space before the colon, no space or control character in it
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -108,7 +108,7 @@ class Headers:
 
 def parse_fields(lines: list[bytes]) -> Headers:
     """Header lines (each with or without its line end) as fields; BadRequest for a line that is not
-    one (400) or more than :data:`MAX_HEADERS` of them (431).
+    one (400) or too many of them (431: :data:`MAX_HEADERS` with the blank line).
 
     >>> parse_fields([b"Content-Length: 2 \\r\\n", b"X-A:b"]).items()
     [('content-length', '2'), ('x-a', 'b')]
@@ -117,7 +117,7 @@ def parse_fields(lines: list[bytes]) -> Headers:
     ...
     agent.http.head.BadRequest: Bad header line ('Content-Length : 2')
     """
-    if len(lines) > MAX_HEADERS:
+    if len(lines) >= MAX_HEADERS:
         raise BadRequest(431, "Too many headers")
     fields = []
     for raw in lines:
