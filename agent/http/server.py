@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.http.head import BadRequest, parse_fields, parse_request_line
+from agent.http.loop import AcceptLoop
 from agent.http.wire import CONTENT_LENGTH, HeaderReader, HeaderTooLarge, ServerLimits, read_body, response_head
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class HttpServer:
         """Binds now (so a taken port fails here); ``max_body`` is the limit of routes that set none."""
         self.httpd = RoutingServer(host, port, max_body, limits or ServerLimits())
         self.port: int = self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._loop: AcceptLoop | None = None
 
     @property
     def max_body(self) -> int:
@@ -385,15 +386,15 @@ class HttpServer:
         unread (connection closed), None lets it through, and the handler runs inside its context."""
         self.httpd.routes[(method, path)] = Route(handler, max_body, admit)
 
-    def start(self, poll_interval: float = 0.5) -> None:
-        """Serve in a daemon thread; ``poll_interval`` bounds how long :meth:`stop` waits for it."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": poll_interval},
-                                        name="http", daemon=True)
-        self._thread.start()
+    def start(self, poll_interval: float | None = None) -> None:
+        """Serve in a daemon thread, woken by connections and :meth:`stop` only (``poll_interval``: also
+        every so many seconds, as ``serve_forever`` was)."""
+        self._loop = AcceptLoop(self.httpd, poll_interval)
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop serving and release the port (also for a server that was bound but never started)."""
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
         self.httpd.server_close()
