@@ -1,6 +1,7 @@
 """A long run of the real daemon at a steady push rate: memory, threads, file descriptors, CPU, counts.
 
     python -m bench.soak [--seconds 3600] [--rate 200] [--batch 1] [--sample-seconds 60] [--out soak.json]
+                         [--agent-path CHECKOUT] [--idle-seconds 0]
 
 One ``goodhart-agent run`` process with an ``http_push`` source on 127.0.0.1 gets ``--rate`` records
 per second, in pushes of ``--batch`` records on one keep-alive connection, paced against the
@@ -10,6 +11,11 @@ resident memory, thread count, open file descriptors and CPU share (from /proc) 
 ``goodhart_records_total``. At the end the counts are checked exactly: records sent = records the
 202 answers accepted = ``goodhart_records_total`` = rows in the store (read beside the running
 process), and the process is stopped with SIGTERM and its exit timed.
+
+``--agent-path`` runs the agent of another checkout (its directory goes first on the agent's
+``PYTHONPATH``), so that two versions can be measured in turn in the same session, on the same
+machine. ``--idle-seconds`` measures the process's CPU share over that many seconds with no push
+after the load (detection has state by then, so its steps have something to look at).
 
 Flat means: the last third of the samples stays within a few MiB of the first sample after warm-up.
 The figures are in docs/hardening.md (Soak) and docs/performance.md.
@@ -67,13 +73,23 @@ def stored_outputs(state_dir: Path) -> int:
         db.close()
 
 
-def run(seconds: float, rate: float, batch: int, sample_seconds: float, workdir: Path) -> dict[str, Any]:
+def idle_cpu(pid: int, seconds: float) -> float:
+    """The process's CPU share (percent of a core) over ``seconds`` with nothing sent to it."""
+    t0, cpu0 = time.monotonic(), cpu_seconds(pid)
+    time.sleep(seconds)
+    return round(100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0), 3)
+
+
+def run(seconds: float, rate: float, batch: int, sample_seconds: float, workdir: Path,
+        agent_path: Path | None = None, idle_seconds: float = 0) -> dict[str, Any]:
     push = free_port()
     state = workdir / "state"
     config = {"source": {"type": "http_push", "listen": f"127.0.0.1:{push}"}, "state_dir": str(state),
               "proxies": PROXIES, "audits": AUDITS, "segments": {"field": "labels.segment"},
               "log": {"level": "WARNING"}}
-    agent = Proc(config, workdir, "agent")
+    env = None if agent_path is None else {
+        "PYTHONPATH": os.pathsep.join([str(agent_path.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    agent = Proc(config, workdir, "agent", env)
     pid = agent.proc.pid
     url = f"http://127.0.0.1:{push}/v1/records"
     samples: list[dict[str, Any]] = []
@@ -109,13 +125,14 @@ def run(seconds: float, rate: float, batch: int, sample_seconds: float, workdir:
     counted = agent.value("goodhart_records_total", source="http_push")
     rows = stored_outputs(state)
     final = proc_status(pid)
+    idle = idle_cpu(pid, idle_seconds) if idle_seconds > 0 else None
     t0 = time.monotonic()
     agent.stop()
     return {"seconds": seconds, "rate": rate, "batch": batch, "sent": sent, "accepted": accepted,
             "refused_pushes": refused, "records_total": counted, "stored": rows,
             "counts_exact": sent == accepted == counted == rows, "final": final,
             "sigterm_exit_seconds": round(time.monotonic() - t0, 2), "exit_code": agent.proc.returncode,
-            "samples": samples, "cpu_percent_mean": round(
+            "idle_cpu_percent": idle, "samples": samples, "cpu_percent_mean": round(
                 sum(s["cpu_percent"] for s in samples[1:]) / max(len(samples) - 1, 1), 2)}
 
 
@@ -131,7 +148,8 @@ def summary(result: dict[str, Any]) -> str:
         f"threads: min {min(x['threads'] for x in s)}, max {max(x['threads'] for x in s)}; "
         f"fds: min {min(x['fds'] for x in s)}, max {max(x['fds'] for x in s)}",
         f"CPU: {result['cpu_percent_mean']:.2f}% of a core on average; SIGTERM exit in "
-        f"{result['sigterm_exit_seconds']} s, code {result['exit_code']}"])
+        f"{result['sigterm_exit_seconds']} s, code {result['exit_code']}"
+        + ("" if result["idle_cpu_percent"] is None else f"; idle after: {result['idle_cpu_percent']:.3f}%")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="records per push")
     parser.add_argument("--sample-seconds", type=float, default=60)
     parser.add_argument("--out", type=Path, help="write the samples and the summary as JSON")
+    parser.add_argument("--agent-path", type=Path, help="run the agent of this checkout (first on its PYTHONPATH)")
+    parser.add_argument("--idle-seconds", type=float, default=0,
+                        help="after the load, the CPU share over this many seconds without pushes")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        result = run(args.seconds, args.rate, args.batch, args.sample_seconds, Path(tmp))
+        result = run(args.seconds, args.rate, args.batch, args.sample_seconds, Path(tmp), args.agent_path,
+                     args.idle_seconds)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     print(summary(result))

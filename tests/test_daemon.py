@@ -14,6 +14,13 @@ import pytest
 import requests
 from support import AgentProcess, append_lines, free_port, label, record, wait_until, write_config
 
+from agent.config import config_from_mapping
+from agent.daemon import PUSH_ONLY_INGEST_SECONDS, ingest_every
+from agent.ingest import IngestResult
+from agent.sources.http_push import HttpPushSource
+from agent.sources.jsonl import JsonlSource
+from agent.sources.otlp import OtlpSource
+
 T0 = time.time() - 3600  # recent: older pairs would fall to the 30-day retention
 
 
@@ -208,3 +215,21 @@ def test_rebaseline_cli_online_offline_and_never_behind_a_running_daemons_back(t
     assert offline.returncode == 0 and "rebaselined in the store" in offline.stdout
     typo = rebaseline_cli(config, "--url", f"http://127.0.0.1:{free_port()}", "--segment", "biling")
     assert typo.returncode == 2 and "no such segment 'biling'" in typo.stderr
+
+
+def test_an_agent_fed_only_by_pushes_runs_its_ingest_job_once_a_minute_not_every_second(tmp_path: Path) -> None:
+    """Pushed records are stored as they arrive: reading push sources every second found nothing."""
+    config = config_from_mapping({"state_dir": str(tmp_path), "schedule": {"ingest_seconds": 0.5},
+                                  "proxies": [{"name": "p", "field": "p"}], "audits": [{"name": "a", "field": "a"}]},
+                                 {})
+    push, otlp = HttpPushSource(no_ingest, listen="127.0.0.1:0"), OtlpSource(no_ingest, listen="127.0.0.1:0")
+    try:
+        assert ingest_every(config, [push]) == ingest_every(config, [push, otlp]) == PUSH_ONLY_INGEST_SECONDS
+        assert ingest_every(config, [push, JsonlSource(tmp_path / "x.jsonl", 1000)]) == 0.5
+    finally:
+        push.close()
+        otlp.close()
+
+
+def no_ingest(source: str, items: list[bytes | dict[str, Any]]) -> IngestResult:
+    return IngestResult()

@@ -179,3 +179,79 @@ def test_a_keep_alive_connection_serves_several_requests_within_its_limits() -> 
             assert resp.content == f"body{i}".encode()
         assert srv.httpd.errors == {}
 
+
+
+# -- the head parser: strict where the standard library's email parser was lenient --------------------------------
+@pytest.mark.parametrize("line", [b"Not a header", b"Content-Length : 2", b" folded: onto the line before",
+                                  b"X-A: b\rContent-Length: 2", b"X-N\0: v", b": no name"])
+def test_a_header_line_that_is_not_a_field_is_400_closed_and_never_reaches_a_handler(line: bytes) -> None:
+    """Before, the email parser ended the block at such a line: every field after it (a framing one
+    among them) vanished for this server while a proxy in front may have read them."""
+    with limited_server() as srv:
+        with raw(srv.port, b"POST /echo HTTP/1.1\r\nHost: t\r\n" + line + b"\r\nContent-Length: 2\r\n\r\nab") as s:
+            s.settimeout(10)
+            answer = read_all(s)
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+        assert b"ab" not in answer.split(b"\r\n\r\n", 1)[1]  # the echo handler never ran
+        assert srv.httpd.errors == {400: 1}
+
+
+def test_more_than_99_header_fields_are_431_as_the_standard_library_counts_them() -> None:
+    with limited_server(max_header_bytes=16384) as srv:
+        fields = b"".join(b"X-%d: v\r\n" % i for i in range(99))
+        with raw(srv.port, b"GET /ok HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n") as s:
+            s.settimeout(10)
+            assert read_all(s).startswith(b"HTTP/1.1 431 ")
+        fields = b"".join(b"X-%d: v\r\n" % i for i in range(97))  # with Host and Connection: 99, the most allowed
+        with raw(srv.port, b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + fields + b"\r\n") as s:
+            s.settimeout(10)
+            assert read_all(s).startswith(b"HTTP/1.1 200 ")
+        assert srv.httpd.errors == {431: 1}
+
+
+def test_a_head_sent_a_few_bytes_at_a_time_reads_as_the_same_request_as_one_sent_at_once() -> None:
+    """Whole header blocks are taken in one read, blocks still arriving line by line: the same fields."""
+    request = (b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Empty:\r\nX-Spaces:   padded value \t\r\n"
+               b"Content-Length: 5\r\n\r\nhello")
+    answers = []
+    with limited_server(header_timeout=10) as srv:
+        for step in (len(request), 7):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                for at in range(0, len(request), step):
+                    s.sendall(request[at:at + step])
+                answer = b""
+                while not answer.endswith(b"hello"):
+                    answer += s.recv(65536)
+            answers.append(answer.split(b"\r\n\r\n", 1)[1])
+        assert answers == [b"hello", b"hello"] and srv.httpd.errors == {}
+
+
+def test_keep_alive_follows_the_version_and_the_connection_header() -> None:
+    with limited_server() as srv:
+        for head, closes in ((b"GET /ok HTTP/1.1\r\nHost: t\r\n", False), (b"GET /ok HTTP/1.0\r\n", True),
+                             (b"GET /ok HTTP/1.0\r\nConnection: keep-alive\r\n", False),
+                             (b"GET /ok HTTP/1.1\r\nConnection: close\r\n", True)):
+            with raw(srv.port, head + b"\r\n") as s:
+                s.settimeout(10)
+                answer = b""
+                while not answer.endswith(b"ok\n"):
+                    answer += s.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200 ")
+                s.settimeout(0.5 if not closes else 10)
+                if closes:
+                    assert closed_by_server(s)
+                else:
+                    with pytest.raises(TimeoutError):
+                        s.recv(1)  # still open: waiting for the next request
+
+
+@pytest.mark.parametrize(("line", "status"), [(b"GET / HTTP/2.0", b""), (b"GET / HTTP/1.x", b""),
+                                              (b"GET / x HTTP/1.1", b"HTTP/1.1 400 "), (b"POST /", b"")])
+def test_request_lines_are_refused_as_the_standard_library_refuses_them(line: bytes, status: bytes) -> None:
+    """HTTP/0.9-style answers (no status line) where the version was not read, as before."""
+    with limited_server() as srv:
+        with raw(srv.port, line + b"\r\nHost: t\r\n\r\n") as s:
+            s.settimeout(10)
+            answer = read_all(s)
+        assert answer.startswith(status) and b"Error response" in answer
+        assert sum(srv.httpd.errors.values()) == 1

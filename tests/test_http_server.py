@@ -202,6 +202,26 @@ def test_stop_releases_the_port_also_when_never_started() -> None:
     again.stop()
 
 
+def test_a_listener_without_a_poll_interval_serves_and_its_stop_ends_the_accept_loop() -> None:
+    """The accept loop sleeps until a connection or stop: nothing wakes it on a timer to see a stop."""
+    srv = HttpServer("127.0.0.1", 0)
+    srv.route("GET", "/", lambda r: Response.text("up\n"))
+    before = set(threading.enumerate())
+    srv.start()
+    loops = [t for t in threading.enumerate() if t.name == "http" and t not in before]
+    try:
+        for _ in range(2):  # one connection each: both accepted
+            conn = connect(srv)
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"up\n"
+            conn.close()
+    finally:
+        srv.stop()
+    assert loops and not any(t.is_alive() for t in loops)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+
+
 def test_an_ipv6_host_is_served() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")

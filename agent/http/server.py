@@ -11,8 +11,9 @@ to :class:`~agent.http.wire.ServerLimits`: deadlines for headers, body and keep-
 header budget (431), and a cap on open connections (503 at accept). Every error answer is counted
 by status and every dropped connection by reason, for ``goodhart_http_*``.
 
-The standard library's server is kept, fixed: what it lacked is ~120 lines here and in
-:mod:`agent.http.wire`, against a new dependency and a rewrite of the handler model.
+The standard library's server is kept, fixed: what it lacked is ~150 lines here, in
+:mod:`agent.http.wire` and in :mod:`agent.http.head` (a lean, strict header parser, and answers
+written in one piece), against a new dependency and a rewrite of the handler model.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agent.http.wire import CONTENT_LENGTH, HeaderReader, HeaderTooLarge, ServerLimits, read_body
+from agent.http.head import BadRequest, parse_fields, parse_request_line
+from agent.http.loop import AcceptLoop
+from agent.http.wire import CONTENT_LENGTH, HeaderReader, HeaderTooLarge, ServerLimits, read_body, response_head
 
 log = logging.getLogger(__name__)
 
@@ -205,14 +208,14 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _read_head(self, raw: Any, deadline: float) -> bool:
         """Request line and headers within the budget and deadline; False when answered or dropped."""
-        self.rfile = HeaderReader(raw, self.connection, self.server.limits.max_header_bytes,  # type: ignore[assignment]
-                                  deadline)
+        self.rfile = reader = HeaderReader(raw, self.connection, self.server.limits.max_header_bytes,  # type: ignore[assignment]
+                                           deadline)
         try:
-            self.raw_requestline = self.rfile.readline(65537)
+            self.raw_requestline = reader.readline(65537)
             if not self.raw_requestline:
                 self.close_connection = True
                 return False
-            return self.parse_request()  # answers 431 itself when the headers go over the budget
+            return self.parse_request()
         except HeaderTooLarge:  # the request line alone
             self.requestline, self.request_version, self.command = "", "", ""
             self.send_error(414)
@@ -223,6 +226,32 @@ class RequestHandler(BaseHTTPRequestHandler):
             return False
         finally:
             self.rfile = raw
+
+    def parse_request(self) -> bool:
+        """The standard library's, with :mod:`agent.http.head` for the headers instead of the email
+        package: strict (400 for a line that is not a field) and a fifth of a small push's time less."""
+        self.command = None  # type: ignore[assignment]  # as the standard library: None until the line is read
+        self.request_version, self.close_connection = self.default_request_version, True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        try:
+            line = parse_request_line(self.requestline)
+            if line is None:
+                return False
+            self.command, self.path, self.request_version = line.command, line.path, line.version
+            self.close_connection = line.close
+            self.headers = parse_fields(self.rfile.header_lines())  # type: ignore[attr-defined, assignment]
+        except (BadRequest, HeaderTooLarge) as err:  # HeaderTooLarge: the headers went over the budget
+            if self.command is None:  # the request line: answered as far as its version was read
+                self.request_version = getattr(err, "version", self.request_version)
+            self.close_connection = True
+            self.send_error(*((err.status, err.message) if isinstance(err, BadRequest) else (431, "Line too long")))
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        self.close_connection = connection == "close" or (self.close_connection and connection != "keep-alive")
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
+            return bool(self.handle_expect_100())
+        return True
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -312,18 +341,18 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._read(size)
 
     def _send(self, resp: Response, close: bool = False) -> None:
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        for name, value in resp.headers.items():
-            self.send_header(name, value)
+        """The answer in one write (head and body in one segment: half the syscalls of writing them apart)."""
+        if resp.status >= 400:
+            self.server.count_status(resp.status)
+        self.log_request(resp.status, len(resp.body))
         if close:
-            self.send_header("Connection", "close")
             self.close_connection = True
+        head = response_head(resp.status, self.responses.get(resp.status, ("",))[0], self.version_string(),
+                             resp.content_type, len(resp.body), resp.headers, close)
         try:
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(resp.body)
+            if self.request_version == "HTTP/0.9":  # no head at all, as the standard library answers it
+                head = b""
+            self.wfile.write(head if self.command == "HEAD" else head + resp.body)
         except (BrokenPipeError, ConnectionResetError):  # the client left first; nothing to answer
             self.close_connection = True
 
@@ -336,7 +365,7 @@ class HttpServer:
         """Binds now (so a taken port fails here); ``max_body`` is the limit of routes that set none."""
         self.httpd = RoutingServer(host, port, max_body, limits or ServerLimits())
         self.port: int = self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self._loop: AcceptLoop | None = None
 
     @property
     def max_body(self) -> int:
@@ -357,15 +386,15 @@ class HttpServer:
         unread (connection closed), None lets it through, and the handler runs inside its context."""
         self.httpd.routes[(method, path)] = Route(handler, max_body, admit)
 
-    def start(self, poll_interval: float = 0.5) -> None:
-        """Serve in a daemon thread; ``poll_interval`` bounds how long :meth:`stop` waits for it."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": poll_interval},
-                                        name="http", daemon=True)
-        self._thread.start()
+    def start(self, poll_interval: float | None = None) -> None:
+        """Serve in a daemon thread, woken by connections and :meth:`stop` only (``poll_interval``: also
+        every so many seconds, as ``serve_forever`` was)."""
+        self._loop = AcceptLoop(self.httpd, poll_interval)
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop serving and release the port (also for a server that was bound but never started)."""
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
         self.httpd.server_close()

@@ -13,8 +13,12 @@ import http.client
 import re
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
+
+from agent.http.head import MAX_HEADERS, block_end
 
 #: a Content-Length value as RFC 9110 allows it: ASCII digits only (``str.isdigit`` accepts "²")
 CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
@@ -38,8 +42,8 @@ class HeaderTooLarge(http.client.LineTooLong):
 class HeaderReader:
     """A stand-in for the handler's ``rfile`` while the request line and headers are read.
 
-    ``readline`` is the one method the standard library's parser calls; it reads what is already
-    buffered or one socket read at a time, each armed with the time left before ``deadline``.
+    ``readline`` reads what is already buffered or one socket read at a time, each armed with the
+    time left before ``deadline``; ``header_lines`` takes a header block that has arrived whole at once.
     """
 
     def __init__(self, raw: Any, sock: socket.socket, budget: int, deadline: float) -> None:
@@ -65,6 +69,20 @@ class HeaderReader:
             raise HeaderTooLarge("request headers")
         return bytes(out)
 
+    def header_lines(self) -> list[bytes]:
+        """The header lines after the request line, up to the blank line (left out): with one read when
+        the block is already buffered whole within the budget (a small request is one packet), else
+        line by line; at most one line over :data:`~agent.http.head.MAX_HEADERS` is read."""
+        arm(self.sock, self.deadline)
+        end = block_end(self.raw.peek(1))
+        if 0 < end <= self.left:
+            self.left -= end
+            return self.raw.read(end).split(b"\n")[:-2]
+        lines: list[bytes] = []
+        while len(lines) <= MAX_HEADERS and (line := self.readline()) not in (b"\r\n", b"\n", b""):
+            lines.append(line)
+        return lines
+
 
 def arm(sock: socket.socket, deadline: float) -> None:
     """Give the next socket read the time left before ``deadline``; TimeoutError when none is left."""
@@ -87,3 +105,31 @@ def read_body(raw: Any, sock: socket.socket, size: int, timeout: float) -> bytes
         parts.append(chunk)
         size -= len(chunk)
     return b"".join(parts)
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` of an answer (RFC 9110 IMF-fixdate), formatted once a second, not once an answer."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
+
+
+def response_head(status: int, reason: str, server: str, content_type: str, length: int,
+                  headers: Mapping[str, str], close: bool) -> bytes:
+    """An HTTP/1.1 answer's status line and headers, as ``BaseHTTPRequestHandler`` would write them
+    (``Server`` and ``Date`` first), with ``Connection: close`` when ``close``.
+
+    >>> response_head(202, "Accepted", "s", "application/json", 2, {}, False).decode().splitlines()[0]
+    'HTTP/1.1 202 Accepted'
+    """
+    lines = [f"HTTP/1.1 {status} {reason}", f"Server: {server}", f"Date: {http_date()}",
+             f"Content-Type: {content_type}", f"Content-Length: {length}",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
