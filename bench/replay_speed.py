@@ -31,6 +31,7 @@ from pathlib import Path
 
 from agent.demo_world import SupportBot
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the agent timed as "this": the one beside this bench
 BASELINE = 'import json,sys; [json.loads(l) for l in open(sys.argv[1],"rb")]'
 
 CONFIG = {
@@ -67,7 +68,9 @@ def timed(args: list[str], pythonpath: str | None = None) -> float:
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
-    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Run from a neutral directory: ``-m`` puts the working directory first on sys.path, so run from a
+    # checkout, both agents would be that checkout's.
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
     return time.perf_counter() - started
 
 
@@ -77,7 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compare", metavar="DIR", help="also time the agent on this PYTHONPATH")
     args = parser.parse_args()
-    agents = {"this": os.environ.get("PYTHONPATH")} | ({"compared": args.compare} if args.compare else {})
+    agents = {"this": str(CHECKOUT)} | ({"compared": args.compare} if args.compare else {})
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
