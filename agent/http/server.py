@@ -166,8 +166,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     server: RoutingServer
 
     def setup(self) -> None:
-        """Nagle off: headers and body go out as separate writes, and with Nagle on the second waits
-        for the client's delayed ACK (~40 ms per request on a keep-alive connection)."""
+        """Nagle off: the standard library's error answers go out as two writes (head, body), and with
+        Nagle on the second waits for the client's delayed ACK (~40 ms on a keep-alive connection)."""
         super().setup()
         if self.connection.family in (socket.AF_INET, socket.AF_INET6):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
